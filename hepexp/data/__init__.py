@@ -1,0 +1,1 @@
+"""Data sources. Each subpackage reads one real format and simulates the same format."""

@@ -1,0 +1,46 @@
+"""Logger factories: W&B that falls back to offline for users without an account."""
+
+from __future__ import annotations
+
+import logging
+import netrc
+import os
+from typing import Any
+
+log = logging.getLogger("hepexp")
+
+
+def wandb_credentials_available() -> bool:
+    """True if W&B could log online: an API key in the environment or in ~/.netrc."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        rc = netrc.netrc(os.environ.get("NETRC") or None)
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+    host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("://")[-1].rstrip("/")
+    return rc.authenticators(host) is not None
+
+
+def wandb_logger(offline: bool | None = None, **kwargs: Any):
+    """A Lightning ``WandbLogger`` that never fails for lack of an account.
+
+    ``offline=None`` logs online when credentials exist (or ``WANDB_MODE`` says so) and
+    offline otherwise, printing how to upload the run later.
+    """
+    try:
+        from pytorch_lightning.loggers import WandbLogger
+    except ImportError as err:  # pragma: no cover - wandb is a dependency
+        raise ImportError("logger=wandb needs the wandb package: pip install wandb") from err
+    mode = os.environ.get("WANDB_MODE")
+    if offline is None:
+        offline = mode in ("offline", "dryrun") or (
+            mode is None and not wandb_credentials_available()
+        )
+        if offline and mode is None:
+            save_dir = kwargs.get("save_dir", ".")
+            log.warning(
+                "W&B: not logged in, logging offline; upload later with: wandb sync %s/wandb/offline-run-*",
+                save_dir,
+            )
+    return WandbLogger(offline=offline, **kwargs)

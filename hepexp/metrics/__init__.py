@@ -1,0 +1,1 @@
+"""Physics metrics: tracking scores and efficiencies, resolutions, distribution distances."""

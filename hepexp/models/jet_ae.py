@@ -1,0 +1,165 @@
+"""model=jet_ae: jet 4-vector (m, pt, phi, eta) -> a few latent numbers -> 4-vector."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+
+from hepexp.data.jets.io import JET_COLUMNS, UNIT_SCALE_TO_GEV, resolve_units, write_jets
+from hepexp.data.transforms import FeatureTransform
+from hepexp.errors import DataError
+from hepexp.metrics.jets import residual_metrics
+from hepexp.models.base import HEPModule
+from hepexp.models.blocks import mlp
+
+if TYPE_CHECKING:
+    from hepexp.data.jets import JetDataModule
+
+
+class JetAutoencoder(HEPModule):
+    """MLP autoencoder of jet 4-vectors; the loss is the MSE of the normalised features.
+
+    ``hidden`` are the encoder's hidden sizes; the decoder mirrors them. ``model=jet_ae`` is
+    AE_3D_200 (4-200-100-50-3-50-100-200-4, tanh).
+    """
+
+    view = "jet_vectors"
+
+    def __init__(
+        self,
+        features: Sequence[str] = JET_COLUMNS,
+        transforms: Sequence[Mapping[str, Any]] = (),
+        hidden: Sequence[int] = (200, 100, 50),
+        latent_dim: int = 3,
+        activation: str = "tanh",
+        norm: str | None = None,
+        dropout: float = 0.0,
+        **base: Any,
+    ) -> None:
+        super().__init__(**base)
+        self.features = list(features)
+        self.latent_dim = latent_dim
+        self.transform = FeatureTransform(self.features, transforms)
+        n = len(self.features)
+        self.encoder = mlp([n, *hidden, latent_dim], activation, norm=norm, dropout=dropout)
+        self.decoder = mlp(
+            [latent_dim, *reversed(hidden), n], activation, norm=norm, dropout=dropout
+        )
+
+    # -- model ---------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised features -> reconstructed normalised features."""
+        return self.decoder(self.encoder(x))
+
+    def encode(self, jets: torch.Tensor) -> torch.Tensor:
+        """Raw jets (N, 4) in GeV -> latents (N, latent_dim)."""
+        return self.encoder(self.transform(jets))
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents -> raw jets (N, 4) in GeV."""
+        return self.transform.inverse(self.decoder(latents))
+
+    # -- training ------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and not self.transform.is_fitted:
+            self.transform.fit(self.datamodule.fit_sample())
+
+    def _loss(self, batch: torch.Tensor) -> torch.Tensor:
+        x = self.transform(batch)
+        return F.mse_loss(self(x), x)
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        loss = self._loss(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
+        return loss
+
+    def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+        self.log(
+            "val/loss", self._loss(batch), prog_bar=True, batch_size=len(batch), sync_dist=True
+        )
+
+    def test_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+        self.log("test/loss", self._loss(batch), batch_size=len(batch), sync_dist=True)
+
+    def predict_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        return self.decode(self.encode(batch))
+
+    # -- evaluation ----------------------------------------------------------------------------
+    def evaluate(
+        self, trainer: pl.Trainer, datamodule: JetDataModule, out_dir: Path, split: str = "test"
+    ) -> dict:
+        """Residual mean/RMS/sigma68 per variable (relative for m, pt, E) and plots."""
+        from hepexp.plotting.jets import plot_jet_reconstruction
+
+        loader = datamodule.loader(split, shuffle=False, batch_size=8192)
+        outputs = trainer.predict(self, dataloaders=loader)
+        pred = torch.cat(outputs).double().numpy()
+        true = datamodule.dataset(split).values.double().numpy()
+        as_dict = lambda a: {f: a[:, i] for i, f in enumerate(self.features)}  # noqa: E731
+        metrics = residual_metrics(as_dict(true), as_dict(pred))
+        metrics["n_jets"] = len(true)
+        plot_jet_reconstruction(as_dict(true), as_dict(pred), out_dir)
+        return metrics
+
+    # -- conversion ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def convert(
+        self,
+        datamodule: JetDataModule,
+        input_path: Path,
+        output_path: Path,
+        mode: str | None = None,
+        units: str | None = None,
+        batch_size: int = 65536,
+        **options: Any,
+    ) -> dict:
+        """``mode=encode``: jet table -> its columns + ``latent_0..``; ``mode=decode``: the reverse.
+
+        Encoded output keeps m and pt in the input's units; decoded jets are written in
+        ``units`` (default: the data config's units, else MeV as in the ATLAS tables).
+        """
+        if options:
+            raise TypeError(f"jet_ae convert takes no options {sorted(options)}")
+        mode = mode or "encode"
+        self.eval()
+        latent_cols = [f"latent_{i}" for i in range(self.latent_dim)]
+        if mode == "encode":
+            jets = datamodule.read(input_path, units=units)
+            values = torch.tensor(jets[self.features].to_numpy(np.float32))
+            latents = torch.cat([self.encode(b) for b in values.split(batch_size)]).numpy()
+            scale = UNIT_SCALE_TO_GEV[resolve_units(input_path, units or datamodule.units)]
+            out = jets.copy()
+            out["m"] /= scale
+            out["pt"] /= scale
+            for i, col in enumerate(latent_cols):
+                out[col] = latents[:, i]
+        elif mode == "decode":
+            table = (
+                pd.read_parquet(input_path)
+                if str(input_path).endswith(".parquet")
+                else pd.read_csv(input_path)
+            )
+            missing = [c for c in latent_cols if c not in table.columns]
+            if missing:
+                raise DataError(input_path, missing[0], f"decode needs columns {latent_cols}")
+            latents = torch.tensor(table[latent_cols].to_numpy(np.float32))
+            if not torch.isfinite(latents).all():
+                raise DataError(input_path, "latent_*", "NaN or infinite latents")
+            jets = torch.cat([self.decode(b) for b in latents.split(batch_size)]).double().numpy()
+            scale = UNIT_SCALE_TO_GEV[units or datamodule.units or "MeV"]
+            out = pd.DataFrame({f: jets[:, i] for i, f in enumerate(self.features)})
+            out["m"] /= scale
+            out["pt"] /= scale
+            for col in latent_cols:
+                out[col] = table[col].to_numpy()
+        else:
+            raise ValueError(f"jet_ae convert mode must be 'encode' or 'decode', got '{mode}'")
+        write_jets(output_path, out)
+        return {"mode": mode, "n_jets": len(out), "output": str(output_path)}

@@ -1,0 +1,57 @@
+"""The evaluation task: rebuild a trained model from its checkpoint and measure its physics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+
+from hepexp.run.common import (
+    build_datamodule,
+    format_metrics,
+    log,
+    model_from_checkpoint,
+)
+from hepexp.utils.io import write_json
+
+
+def evaluation_trainer(
+    trainer_cfg: DictConfig,
+    out_dir: Path,
+    accelerator: str | None = None,
+    precision: str | None = None,
+) -> pl.Trainer:
+    """A single-device trainer for inference with the training run's accelerator and precision."""
+    return pl.Trainer(
+        accelerator=accelerator or trainer_cfg.get("accelerator", "auto"),
+        devices=1,
+        precision=precision or trainer_cfg.get("precision", "32-true"),
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        default_root_dir=str(out_dir),
+    )
+
+
+def overrides_of(cfg: DictConfig) -> DictConfig:
+    """The ``data``/``model`` keys given on the command line, to merge over the stored config."""
+    return OmegaConf.create({k: cfg.get(k) or {} for k in ("data", "model")})
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    """Evaluate ``cfg.ckpt_path`` on ``cfg.split``; write metrics.json and plots to the run dir."""
+    model, run_cfg = model_from_checkpoint(cfg.ckpt_path, overrides_of(cfg))
+    if cfg.get("seed") is not None:
+        pl.seed_everything(cfg.seed)
+    out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    datamodule = build_datamodule(run_cfg.data, model.view)
+    trainer = evaluation_trainer(
+        run_cfg.trainer, out_dir, cfg.get("accelerator"), cfg.get("precision")
+    )
+    metrics = model.evaluate(trainer, datamodule, out_dir, split=cfg.split)
+    metrics = {"checkpoint": str(Path(cfg.ckpt_path).resolve()), "split": cfg.split, **metrics}
+    write_json(out_dir / "metrics.json", metrics)
+    log.info("%s", format_metrics(metrics, f"Evaluation ({out_dir})"))
+    return metrics

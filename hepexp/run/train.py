@@ -1,0 +1,143 @@
+"""The training task: build data, model, callbacks, loggers and trainer from the config; fit."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from hepexp import __version__
+from hepexp.run.common import (
+    CHECKPOINT_KEY,
+    build_datamodule,
+    build_model,
+    check_pairing,
+    format_metrics,
+    load_checkpoint,
+    log,
+    plain_config,
+)
+from hepexp.utils.io import write_json
+
+
+class ConfigInCheckpoint(pl.Callback):
+    """Stores the resolved run config (plain data) in every checkpoint."""
+
+    def __init__(self, config: dict) -> None:
+        self.config = config
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, module: pl.LightningModule, checkpoint: dict
+    ) -> None:
+        checkpoint[CHECKPOINT_KEY] = {"config": self.config, "version": __version__}
+
+
+def _launched_externally() -> bool:
+    """True when processes are started by torchrun/SLURM, not by Lightning re-running the CLI."""
+    env = os.environ
+    return "LOCAL_RANK" in env or int(env.get("SLURM_NTASKS", "1")) > 1
+
+
+def guard_multirun_ddp(cfg: DictConfig) -> None:
+    """Under ``-m``, Lightning's ``ddp`` re-runs the command line in each child, which would
+    start one sweep per rank; switch such runs to ``ddp_spawn`` and say so."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return
+    strategy = cfg.trainer.get("strategy")
+    if strategy not in ("ddp", "ddp_find_unused_parameters_true") or _launched_externally():
+        return
+    replacement = strategy.replace("ddp", "ddp_spawn", 1)
+    log.warning(
+        "trainer.strategy=%s inside a multirun would launch a sweep per rank (Lightning "
+        "re-runs the command line in each DDP child); using %s instead",
+        strategy,
+        replacement,
+    )
+    with open_dict(cfg):
+        cfg.trainer.strategy = replacement
+
+
+def _instantiate_dict(node: DictConfig | None) -> list[Any]:
+    """Objects of a keyed config dict (``callbacks``, ``logger``); null entries are skipped."""
+    if not node:
+        return []
+    return [instantiate(v, _convert_="all") for v in node.values() if v and "_target_" in v]
+
+
+def optimized_value(trainer: pl.Trainer, metric: str | None) -> float | None:
+    """Best value of ``metric`` seen by a checkpoint callback monitoring it, else its last value."""
+    if not metric:
+        return None
+    for cb in trainer.checkpoint_callbacks:
+        if getattr(cb, "monitor", None) == metric and cb.best_model_score is not None:
+            return float(cb.best_model_score)
+    value = trainer.callback_metrics.get(metric)
+    return None if value is None else float(value)
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Train the configured model; return the optimised validation metric (for sweepers)."""
+    view = check_pairing(cfg)
+    guard_multirun_ddp(cfg)
+    if cfg.get("seed") is not None:
+        pl.seed_everything(cfg.seed, workers=True)
+    if cfg.get("float32_matmul_precision"):
+        torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
+
+    output_dir = Path(cfg.paths.output_dir)
+    config = plain_config(cfg)
+    datamodule = build_datamodule(cfg.data, view)
+    model = build_model(cfg.model)
+    callbacks = _instantiate_dict(cfg.get("callbacks")) + [ConfigInCheckpoint(config)]
+    loggers = _instantiate_dict(cfg.get("logger"))
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+    if trainer.is_global_zero:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
+    for logger in trainer.loggers:
+        logger.log_hyperparams(config)
+
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+
+    value = optimized_value(trainer, cfg.get("optimized_metric"))
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    if value is not None:
+        metrics[f"best/{cfg.optimized_metric}"] = value
+    if trainer.is_global_zero:
+        if cfg.get("evaluate_after") and not trainer.fast_dev_run:
+            metrics.update(_evaluate_best(cfg, trainer, output_dir))
+        write_json(output_dir / "metrics.json", metrics)
+        log.info("%s", format_metrics(metrics, f"Metrics ({output_dir})"))
+    if value is not None and math.isnan(value):
+        log.warning("the optimised metric %s is NaN", cfg.optimized_metric)
+    return value
+
+
+def _evaluate_best(cfg: DictConfig, trainer: pl.Trainer, output_dir: Path) -> dict:
+    """Evaluate the best checkpoint on the test split, in one process, into ``evaluation/``."""
+    from hepexp.run.evaluate import evaluation_trainer
+
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    model = build_model(cfg.model)
+    if best:
+        model.load_state_dict(load_checkpoint(best)["state_dict"])
+    else:
+        model = trainer.lightning_module
+    datamodule = build_datamodule(cfg.data, check_pairing(cfg))
+    eval_dir = output_dir / "evaluation"
+    eval_dir.mkdir(parents=True, exist_ok=True)
+    results = model.evaluate(evaluation_trainer(cfg.trainer, eval_dir), datamodule, eval_dir)
+    write_json(eval_dir / "metrics.json", results)
+    log.info(
+        "%s", format_metrics(results, f"Evaluation of {best or 'the final model'} (test split)")
+    )
+    return {f"test/{k}": v for k, v in results.items() if isinstance(v, (int, float))}
