@@ -28,7 +28,7 @@ def run_id() -> str:
         elif env.get("TORCHELASTIC_RUN_ID", "none") != "none":
             _RUN_ID = f"torchrun-{env['TORCHELASTIC_RUN_ID']}"
         else:
-            _RUN_ID = datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+            _RUN_ID = datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S.%f")[:-3]
     return _RUN_ID
 
 

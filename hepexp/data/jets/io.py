@@ -91,7 +91,7 @@ def _read_root(path: Path, tree_name: str | None) -> pd.DataFrame:
             if tree_name not in trees:
                 raise DataError(path, tree_name, f"no such TTree; trees: {sorted(trees)}")
             trees = {tree_name: trees[tree_name]}
-        for name, tree in trees.items():
+        for tree in trees.values():
             branches = set(tree.keys())
             for wanted in (_NANOAOD, _CARTESIAN, JET_COLUMNS):
                 if set(wanted) <= branches:

@@ -1,0 +1,103 @@
+"""Every config composes and instantiates; impossible model/data pairs fail early and helpfully."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from hepexp.errors import ConfigError
+from hepexp.run.common import build_model, check_pairing, valid_pairs
+from hepexp.run.train import _instantiate_dict
+
+from .conftest import CONF_DIR, compose_config
+
+PAIRS = valid_pairs()
+TRAINERS = sorted(p.stem for p in (CONF_DIR / "trainer").glob("*.yaml"))
+LOGGERS = sorted(p.stem for p in (CONF_DIR / "logger").glob("*.yaml"))
+CALLBACKS = sorted(p.stem for p in (CONF_DIR / "callbacks").glob("*.yaml"))
+
+
+def test_every_model_config_has_a_data_source() -> None:
+    models = {p.stem for p in (CONF_DIR / "model").glob("*.yaml")}
+    assert models == {m for m, _ in PAIRS}, "a model config pairs with no data source"
+
+
+@pytest.mark.parametrize(("model", "data"), PAIRS)
+def test_pair_composes_and_instantiates(tmp_path: Path, model: str, data: str) -> None:
+    cfg = compose_config(tmp_path, [f"model={model}", f"data={data}"])
+    view = check_pairing(cfg)
+    net = build_model(cfg.model)
+    assert net.view == view
+    assert sum(p.numel() for p in net.parameters()) > 0
+    datamodule = instantiate(cfg.data, view=view)
+    assert datamodule.view == view
+    # the config stored in checkpoints must be plain data
+    OmegaConf.to_container(cfg.model, resolve=True)
+
+
+@pytest.mark.parametrize("trainer", TRAINERS)
+def test_trainer_configs(tmp_path: Path, trainer: str) -> None:
+    cfg = compose_config(tmp_path, [f"trainer={trainer}"])
+    assert cfg.trainer._target_ == "pytorch_lightning.Trainer"
+    if cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
+        assert cfg.trainer.precision == "bf16-mixed"
+        return  # composes; instantiating needs a GPU
+    trainer_obj = instantiate(cfg.trainer)
+    assert trainer_obj.num_devices == (
+        cfg.trainer.devices if isinstance(cfg.trainer.devices, int) else 1
+    )
+
+
+def test_ddp_gpu_honours_devices_and_nodes(tmp_path: Path) -> None:
+    cfg = compose_config(tmp_path, ["trainer=ddp_gpu", "trainer.devices=8", "trainer.num_nodes=2"])
+    assert (cfg.trainer.strategy, cfg.trainer.devices, cfg.trainer.num_nodes) == ("ddp", 8, 2)
+
+
+@pytest.mark.parametrize("logger", LOGGERS)
+def test_logger_configs(tmp_path: Path, logger: str) -> None:
+    cfg = compose_config(tmp_path, [f"logger={logger}"])
+    loggers = _instantiate_dict(cfg.logger)
+    assert any(type(lg).__name__ == "CSVLogger" for lg in loggers), "CSV metrics are always written"
+
+
+@pytest.mark.parametrize("callbacks", CALLBACKS)
+def test_callback_configs(tmp_path: Path, callbacks: str) -> None:
+    cfg = compose_config(tmp_path, [f"callbacks={callbacks}"])
+    objs = _instantiate_dict(cfg.callbacks)
+    if callbacks != "none":
+        ckpt = [cb for cb in objs if type(cb).__name__ == "ModelCheckpoint"][0]
+        assert ckpt.monitor == cfg.optimized_metric
+        assert Path(ckpt.dirpath) == Path(cfg.paths.output_dir) / "checkpoints"
+
+
+@pytest.mark.parametrize("debug", sorted(p.stem for p in (CONF_DIR / "debug").glob("*.yaml")))
+def test_debug_configs(tmp_path: Path, debug: str) -> None:
+    cfg = compose_config(tmp_path, [f"debug={debug}"])
+    assert cfg.trainer.accelerator == "cpu"
+    assert cfg.evaluate_after is False
+
+
+def test_impossible_pair_lists_valid_pairs(tmp_path: Path) -> None:
+    cfg = compose_config(tmp_path)
+    cfg.data._target_ = "tests.test_configs.NoViewsData"
+    with pytest.raises(ConfigError) as err:
+        check_pairing(cfg)
+    text = str(err.value)
+    assert "needs view 'jet_vectors'" in text
+    for model, data in PAIRS:
+        assert f"model={model} data={data}" in text
+
+
+def test_unknown_target_is_a_config_error(tmp_path: Path) -> None:
+    cfg = compose_config(tmp_path)
+    cfg.model._target_ = "hepexp.models.nope.Missing"
+    with pytest.raises(ConfigError, match="cannot load 'hepexp.models.nope.Missing'"):
+        check_pairing(cfg)
+
+
+class NoViewsData:
+    views: dict[str, str] = {"something_else": "not what any model eats"}

@@ -1,0 +1,209 @@
+"""The entry points as users run them: train -> evaluate -> convert, resume, loggers, DDP."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from hepexp.run.common import load_checkpoint, model_from_checkpoint, valid_pairs
+
+from .conftest import TINY_DATA, run_dirs, run_entrypoint
+
+QUICK = ["trainer.max_epochs=2", "trainer.accelerator=cpu", "data.batch_size=256"]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny jet_ae run shared by the tests below."""
+    cwd = tmp_path_factory.mktemp("jets_run")
+    run_entrypoint(
+        "train.py", *QUICK, *TINY_DATA["atlas_jets"], cwd=cwd, env={"HEPEXP_RUN_ID": "first"}
+    )
+    return cwd
+
+
+def test_train_writes_only_under_the_run_dir(trained_run: Path) -> None:
+    run = trained_run / "logs" / "train" / "runs" / "first"
+    for name in (
+        "checkpoints/best.ckpt",
+        "checkpoints/last.ckpt",
+        "config.yaml",
+        "metrics.json",
+        "csv/metrics.csv",
+        "evaluation/metrics.json",
+        "evaluation/residuals.png",
+    ):
+        assert (run / name).exists(), name
+    outside = {p.name for p in trained_run.iterdir()}
+    assert outside == {"logs", "data"}, "nothing written outside the run dir and the data cache"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["best/val/loss"] == pytest.approx(
+        min(pd.read_csv(run / "csv/metrics.csv")["val/loss"].dropna())
+    )
+    # trained for real: residuals far better than a constant guess
+    assert metrics["test/pt_rel_sigma68"] < 0.5
+    assert metrics["test/phi_abs_sigma68"] < 0.5
+
+
+def test_checkpoint_is_self_contained_and_safe(trained_run: Path) -> None:
+    ckpt = trained_run / "logs/train/runs/first/checkpoints/best.ckpt"
+    raw = torch.load(ckpt, map_location="cpu", weights_only=True)  # no pickle execution needed
+    assert raw["hepexp"]["config"]["model"]["_target_"] == "hepexp.models.jet_ae.JetAutoencoder"
+    assert "hyper_parameters" not in raw or all(
+        isinstance(v, (int, float, str, list, dict, type(None)))
+        for v in raw["hyper_parameters"].values()
+    )
+    model, cfg = model_from_checkpoint(ckpt)
+    assert cfg.data.simulation.n_train == 3000
+    assert model.transform.is_fitted
+
+
+def test_evaluate_needs_only_the_checkpoint(trained_run: Path) -> None:
+    ckpt = trained_run / "logs/train/runs/first/checkpoints/best.ckpt"
+    run_entrypoint("evaluate.py", f"ckpt_path={ckpt}", cwd=trained_run, env={"HEPEXP_RUN_ID": "ev"})
+    out = trained_run / "logs/evaluate/runs/ev"
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in (
+        "pt_rel_mean",
+        "pt_rel_rms",
+        "m_rel_rms",
+        "E_rel_rms",
+        "eta_abs_rms",
+        "phi_abs_rms",
+    ):
+        assert np.isfinite(metrics[key]), key
+    assert metrics["n_jets"] == 600
+    for plot in ("distributions.png", "residuals.png", "residuals_vs_pt.png"):
+        assert (out / plot).stat().st_size > 10_000
+    # the same numbers as the evaluation at the end of training: exactly what was trained
+    after_train = json.loads(
+        (trained_run / "logs/train/runs/first/evaluation/metrics.json").read_text()
+    )
+    assert metrics["pt_rel_rms"] == pytest.approx(after_train["pt_rel_rms"], rel=1e-6)
+
+
+def test_convert_encode_then_decode(trained_run: Path) -> None:
+    ckpt = trained_run / "logs/train/runs/first/checkpoints/best.ckpt"
+    test_table = trained_run / "data/atlas_jets/simulated/test.parquet"
+    latents = trained_run / "latents.parquet"
+    decoded = trained_run / "decoded.parquet"
+    run_entrypoint(
+        "convert.py",
+        f"ckpt_path={ckpt}",
+        f"input={test_table}",
+        f"output={latents}",
+        cwd=trained_run,
+    )
+    table = pd.read_parquet(latents)
+    assert list(table.columns) == ["m", "pt", "phi", "eta", "latent_0", "latent_1", "latent_2"]
+    original = pd.read_parquet(test_table)
+    np.testing.assert_allclose(table.pt, original.pt)  # original columns kept, in file units (MeV)
+    run_entrypoint(
+        "convert.py",
+        f"ckpt_path={ckpt}",
+        f"input={latents}",
+        f"output={decoded}",
+        "mode=decode",
+        cwd=trained_run,
+    )
+    jets = pd.read_parquet(decoded)
+    rel = (jets.pt - original.pt) / original.pt
+    assert np.median(np.abs(rel)) < 0.3, "decoded jets are in MeV and close to the inputs"
+    assert not list(trained_run.glob("*.tmp")), "no temp files left"
+
+
+def test_resume_from_last_checkpoint_continues(trained_run: Path) -> None:
+    last = trained_run / "logs/train/runs/first/checkpoints/last.ckpt"
+    steps_before = load_checkpoint(last)["global_step"]
+    run_entrypoint(
+        "train.py",
+        *QUICK,
+        *TINY_DATA["atlas_jets"],
+        "trainer.max_epochs=3",
+        f"ckpt_path={last}",
+        "evaluate_after=false",
+        cwd=trained_run,
+        env={"HEPEXP_RUN_ID": "resumed"},
+    )
+    resumed = load_checkpoint(trained_run / "logs/train/runs/resumed/checkpoints/last.ckpt")
+    assert resumed["epoch"] == 2
+    assert resumed["global_step"] == steps_before * 3 // 2, "one more epoch, not a restart"
+
+
+def test_wandb_logger_offline_without_account(tmp_path: Path) -> None:
+    no_account = {
+        "HOME": str(tmp_path),
+        "WANDB_API_KEY": None,
+        "NETRC": str(tmp_path / "none"),
+        "WANDB_MODE": None,
+    }
+    proc = run_entrypoint(
+        "train.py",
+        "logger=wandb",
+        "trainer.max_epochs=1",
+        "evaluate_after=false",
+        *TINY_DATA["atlas_jets"],
+        cwd=tmp_path,
+        env=no_account,
+    )
+    assert "wandb sync" in proc.stderr + proc.stdout
+    run = run_dirs(tmp_path)[0]
+    offline = list((run / "wandb").glob("offline-run-*"))
+    assert offline, "an offline W&B run was written for later `wandb sync`"
+    assert list(offline[0].glob("*.wandb"))
+    assert (run / "csv/metrics.csv").exists()
+
+
+@pytest.mark.parametrize(("model", "data"), valid_pairs())
+def test_fast_dev_run_every_pair(tmp_path: Path, model: str, data: str) -> None:
+    run_entrypoint(
+        "train.py", f"model={model}", f"data={data}", "debug=fdr", *TINY_DATA[data], cwd=tmp_path
+    )
+
+
+@pytest.mark.slow
+def test_ddp_sim_trains_two_processes(tmp_path: Path) -> None:
+    run_entrypoint(
+        "train.py",
+        "trainer=ddp_sim",
+        "trainer.max_epochs=2",
+        *TINY_DATA["atlas_jets"],
+        "data.batch_size=100",
+        "evaluate_after=false",
+        cwd=tmp_path,
+        env={"HEPEXP_RUN_ID": "ddp"},
+    )
+    run = tmp_path / "logs/train/runs/ddp"
+    assert [p.name for p in run_dirs(tmp_path)] == ["ddp"], "both ranks share one run dir"
+    ckpt = load_checkpoint(run / "checkpoints/last.ckpt")
+    # 3000 jets / 2 ranks / 100 per batch = 15 steps per epoch on each rank
+    assert ckpt["global_step"] == 30
+    assert json.loads((run / "metrics.json").read_text())["val/loss"] < 0.2
+
+
+@pytest.mark.slow
+def test_ddp_inside_multirun_does_not_start_a_sweep_per_rank(tmp_path: Path) -> None:
+    proc = run_entrypoint(
+        "train.py",
+        "-m",
+        "trainer=ddp_sim",
+        "trainer.max_epochs=1",
+        "seed=1,2",
+        *TINY_DATA["atlas_jets"],
+        "evaluate_after=false",
+        cwd=tmp_path,
+        env={"HEPEXP_RUN_ID": "sweep"},
+    )
+    assert "using ddp_spawn instead" in proc.stdout + proc.stderr
+    jobs = sorted((tmp_path / "logs/train/multiruns/sweep").iterdir())
+    assert [j.name for j in jobs if j.is_dir() and j.name.isdigit()] == ["0", "1"]
+    for job in ("0", "1"):
+        ckpt = load_checkpoint(tmp_path / f"logs/train/multiruns/sweep/{job}/checkpoints/last.ckpt")
+        assert ckpt["hepexp"]["config"]["seed"] == int(job) + 1
+    sweeps = [p.name for p in (tmp_path / "logs/train/multiruns").iterdir()]
+    assert sweeps == ["sweep"], "no rank started a sweep of its own"
