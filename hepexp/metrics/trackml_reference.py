@@ -29,7 +29,7 @@ def reference_hit_weights(truth: pd.DataFrame, particles: pd.DataFrame) -> np.nd
     for row in particles.itertuples(index=False):
         info[int(row.particle_id)] = row
     hits_of: dict[int, list[int]] = {}
-    for i, p in enumerate(truth["particle_id"].tolist(), strict=True):
+    for i, p in enumerate(truth["particle_id"].tolist()):
         hits_of.setdefault(int(p), []).append(i)
     tz = truth["tz"].tolist()
     weight = [0.0] * len(truth)
