@@ -52,14 +52,11 @@ def _int64_column(df: pd.DataFrame, column: str, name: str) -> np.ndarray:
 
 def lookup_rows(keys: np.ndarray, query: np.ndarray) -> np.ndarray:
     """Row index of each ``query`` value in the unique array ``keys``; -1 where absent."""
-    keys = np.asarray(keys)
-    query = np.asarray(query)
-    if len(keys) == 0:
-        return np.full(len(query), -1, dtype=np.int64)
-    order = np.argsort(keys, kind="stable")
-    pos = np.minimum(np.searchsorted(keys, query, sorter=order), len(keys) - 1)
-    rows = order[pos]
-    return np.where(keys[rows] == query, rows, -1).astype(np.int64)
+    return pd.Index(np.asarray(keys)).get_indexer(np.asarray(query)).astype(np.int64)
+
+
+def _is_unique(values: np.ndarray) -> bool:
+    return bool(pd.Index(values).is_unique)
 
 
 def particle_generation(particle_id: np.ndarray) -> np.ndarray:
@@ -123,7 +120,7 @@ def hit_weights(
         raise ValueError(f"nhits_from: expected 'particles' or 'truth', got {nhits_from!r}")
     pid = _int64_column(truth, "particle_id", "truth")
     ppid = _int64_column(particles, "particle_id", "particles")
-    if len(np.unique(ppid)) != len(ppid):
+    if not _is_unique(ppid):
         raise ValueError("particles.particle_id: duplicated particle ids")
     n = len(pid)
     if n == 0:
@@ -150,8 +147,8 @@ def hit_weights(
     if nhits_from == "particles":
         nhits = np.where(known, particles["nhits"].to_numpy()[prow], 0).astype(np.int64)
     else:
-        _, inverse, counts = np.unique(pid, return_inverse=True, return_counts=True)
-        nhits = np.where(known, counts[inverse], 0).astype(np.int64)
+        code, _ = pd.factorize(pid)
+        nhits = np.where(known, np.bincount(code)[code], 0).astype(np.int64)
     bad = known & (ihit >= nhits) & (nhits >= ORDER_MIN_HITS)
     if bad.any():
         raise ValueError(
@@ -182,9 +179,9 @@ def _track_labels(
     _require_columns(submission, ["hit_id", "track_id"], "submission")
     hit_id = _int64_column(truth, "hit_id", "truth")
     sub_hit = _int64_column(submission, "hit_id", "submission")
-    if len(np.unique(hit_id)) != len(hit_id):
+    if not _is_unique(hit_id):
         raise ValueError("truth.hit_id: duplicated hit ids")
-    if len(np.unique(sub_hit)) != len(sub_hit):
+    if not _is_unique(sub_hit):
         raise ValueError("submission.hit_id: duplicated hit ids (each hit belongs to one track)")
     track = submission["track_id"].to_numpy()
     if track.dtype.kind == "f":
@@ -241,18 +238,17 @@ def score_event(
     if len(pid) == 0 or total == 0:
         return float("nan")
 
-    _, pcode, p_size = np.unique(pid, return_inverse=True, return_counts=True)
-    _, tcode = np.unique(labels[~free], return_inverse=True)
+    pcode, p_uniques = pd.factorize(pid)
+    p_size = np.bincount(pcode)
     track = np.empty(len(pid), dtype=np.int64)
+    tcode, t_uniques = pd.factorize(labels[~free])
     track[~free] = tcode
-    n_tracks = int(tcode.max()) + 1 if len(tcode) else 0
-    track[free] = n_tracks + np.arange(int(free.sum()))  # each unassigned hit: its own track
+    track[free] = len(t_uniques) + np.arange(int(free.sum()))  # unassigned: one-hit tracks
     t_size = np.bincount(track)
 
-    pair = track * np.int64(len(p_size)) + pcode
-    uniq, inverse, n_pair = np.unique(pair, return_inverse=True, return_counts=True)
-    w_pair = np.bincount(inverse, weights=weight)
-    pair_track = uniq // len(p_size)
-    pair_particle = uniq % len(p_size)
-    good = (2 * n_pair > t_size[pair_track]) & (2 * n_pair > p_size[pair_particle])
+    n_p = np.int64(len(p_uniques))
+    pair_code, pair_keys = pd.factorize(track * n_p + pcode)
+    n_pair = np.bincount(pair_code)
+    w_pair = np.bincount(pair_code, weights=weight)
+    good = (2 * n_pair > t_size[pair_keys // n_p]) & (2 * n_pair > p_size[pair_keys % n_p])
     return float(w_pair[good].sum() / total)
