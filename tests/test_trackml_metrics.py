@@ -7,8 +7,20 @@ import pandas as pd
 import pytest
 from trackml_helpers import random_event, real_event
 
-from hepexp.metrics.trackml import hit_weights, order_weight_matrix, pt_weight, score_event
-from hepexp.metrics.trackml_reference import reference_hit_weights, reference_score_event
+from hepexp.metrics.trackml import (
+    aggregate_efficiencies,
+    efficiencies,
+    hit_weights,
+    match_particles,
+    order_weight_matrix,
+    pt_weight,
+    score_event,
+)
+from hepexp.metrics.trackml_reference import (
+    reference_efficiencies,
+    reference_hit_weights,
+    reference_score_event,
+)
 
 # ---------------------------------------------------------------- hit weights
 
@@ -198,3 +210,167 @@ def test_score_zero_weight_and_bad_input():
         score_event(truth, pd.DataFrame({"hit_id": [1, 2], "track_id": [0.5, 1.0]}))
     with pytest.raises(ValueError, match="submission: missing column"):
         score_event(truth, pd.DataFrame({"hit_id": [1, 2]}))
+
+
+# ---------------------------------------------------------------- efficiencies
+
+
+def _hand_event():
+    """Particles 1 (5 hits, pT 2), 2 (4 hits, pT 2), 3 (3 hits, pT 0.5), 4 (4 hits, eta 5),
+    3 noise hits; each hit on its own layer."""
+    pid = [1] * 5 + [2] * 4 + [3] * 3 + [4] * 4 + [0, 0, 0]
+    n = len(pid)
+    truth = pd.DataFrame({"hit_id": np.arange(1, n + 1), "particle_id": pid})
+    hits = pd.DataFrame(
+        {"hit_id": np.arange(1, n + 1), "volume_id": 8, "layer_id": 2 * np.arange(1, n + 1)}
+    )
+    pz4 = 2.0 * np.sinh(5.0)
+    particles = pd.DataFrame(
+        {
+            "particle_id": [1, 2, 3, 4],
+            "px": [2.0, 0.0, 0.5, 2.0],
+            "py": [0.0, 2.0, 0.0, 0.0],
+            "pz": [1.0, -1.0, 0.0, pz4],
+        }
+    )
+    return truth, particles, hits
+
+
+def test_efficiencies_hand_example():
+    truth, particles, hits = _hand_event()
+    # cluster 10: all 5 hits of p1 (perfect); 11: 3 hits of p2 + 1 noise (DM, LHC exactly 75%
+    # -> not LHC); 12: p2's last hit + 2 of p3 (majority p3, not selected: pT 0.5);
+    # 13: 2 noise + 1 p3 (fake, noise majority); 14: p4 all hits (eta 5: not selected)
+    track = [10] * 5 + [11, 11, 11, 12] + [12, 12, 13] + [14] * 4 + [11, 13, 13]
+    sub = pd.DataFrame({"hit_id": truth["hit_id"], "track_id": track})
+    eff = efficiencies(truth, particles, sub, hits=hits)
+    assert eff["n_particles"] == 2  # p1, p2
+    assert eff["n_clusters"] == 2  # clusters 10, 11
+    assert (eff["n_dm"], eff["n_perfect"], eff["n_lhc"]) == (2, 1, 1)
+    assert eff["double_majority"] == 1.0 and eff["perfect"] == 0.5 and eff["lhc"] == 0.5
+    assert eff["n_valid_clusters"] == 5 and eff["n_fake"] == 1 and eff["fake_rate"] == 0.2
+    assert eff["fake_dm"] == 0.0 and eff["fake_lhc"] == 0.5
+    assert eff["duplicate_rate"] == 0.0
+    # lower pT cut admits p3 (its cluster 12 has 2/3 of p3 -> DM and perfect? no: 2 of 3 hits)
+    eff0 = efficiencies(truth, particles, sub, hits=hits, pt_min=0.0)
+    assert eff0["n_particles"] == 3 and eff0["n_dm"] == 3 and eff0["n_perfect"] == 1
+    # min_layers=6 drops the 5-, 4- and 3-layer particles
+    assert efficiencies(truth, particles, sub, hits=hits, min_layers=6)["n_particles"] == 0
+    assert np.isnan(efficiencies(truth, particles, sub, hits=hits, min_layers=6)["perfect"])
+    # min_cluster_size=5 leaves only cluster 10
+    eff5 = efficiencies(truth, particles, sub, hits=hits, min_cluster_size=5)
+    assert eff5["n_valid_clusters"] == 1 and eff5["n_dm"] == 1
+
+
+def test_efficiencies_need_hits_for_layer_cut():
+    truth, particles, hits = _hand_event()
+    sub = pd.DataFrame({"hit_id": truth["hit_id"], "track_id": truth["particle_id"]})
+    with pytest.raises(ValueError, match="hits"):
+        efficiencies(truth, particles, sub)
+    assert efficiencies(truth, particles, sub, min_layers=0)["n_particles"] == 2
+
+
+def test_efficiencies_real_event_perfect_and_split():
+    ev = real_event()
+    truth, particles, hits = ev["truth"], ev["particles"], ev["hits"]
+    pid = truth["particle_id"].to_numpy()
+    sub = _submission(truth, np.where(pid == 0, -1, pid))
+    eff = efficiencies(truth, particles, sub, hits=hits)
+    # independent count of the selected particles with pandas
+    m = truth.merge(hits, on="hit_id").merge(particles, on="particle_id")
+    layers = m.groupby("particle_id")[["volume_id", "layer_id"]].apply(
+        lambda g: len(g.drop_duplicates())
+    )
+    p = particles.set_index("particle_id")
+    pt = np.hypot(p["px"], p["py"])
+    eta = np.arcsinh(p["pz"] / pt)
+    sel = (pt >= 0.9) & (eta.abs() < 4) & (layers.reindex(p.index).fillna(0) >= 3)
+    assert eff["n_particles"] == int(sel.sum()) > 20
+    for key in ("double_majority", "perfect", "lhc"):
+        assert eff[key] == 1.0
+    assert eff["fake_rate"] == 0.0 and eff["duplicate_rate"] == 0.0
+    # split every particle into halves: no perfect match, duplicates appear
+    _, code = np.unique(pid, return_inverse=True)
+    order = pd.Series(np.arange(len(pid))).groupby(pid).cumcount().to_numpy()
+    split = _submission(truth, np.where(pid == 0, -1, code * 2 + order % 2))
+    eff_s = efficiencies(truth, particles, split, hits=hits)
+    assert eff_s["perfect"] == 0.0
+    assert 0.0 < eff_s["double_majority"] < 1.0
+    assert eff_s["duplicate_rate"] > 0.5
+    ref = reference_efficiencies(truth, particles, split, hits)
+    assert {k: eff_s[k] for k in ref} == ref
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_efficiencies_equal_reference(seed):
+    rng = np.random.default_rng(100 + seed)
+    ev = random_event(rng, n_particles=int(rng.integers(1, 40)), noise=int(rng.integers(0, 30)))
+    truth, particles, hits = ev["truth"], ev["particles"], ev["hits"]
+    if len(truth) == 0:
+        return
+    _, code = np.unique(truth["particle_id"].to_numpy(), return_inverse=True)
+    labels = code.copy()
+    u = rng.random(len(labels))
+    frac = [0.01, 0.25][seed % 2]  # light corruption leaves perfect matches
+    labels[u < frac] = rng.integers(-1, code.max() + 2, int((u < frac).sum()))
+    sub = _submission(truth, labels)
+    sub = sub[rng.random(len(sub)) > frac / 2]
+    kwargs = {"pt_min": float(rng.choice([0.0, 0.9])), "min_layers": int(rng.integers(0, 4))}
+    eff = efficiencies(truth, particles, sub, hits=hits, **kwargs)
+    ref = reference_efficiencies(truth, particles, sub, hits, **kwargs)
+    assert {k: eff[k] for k in ref} == ref
+    # per-particle flags agree with the counts
+    table = match_particles(truth, particles, sub, hits=hits, min_layers=kwargs["min_layers"])
+    chosen = table["reconstructable"] & (table["pt"] >= kwargs["pt_min"])
+    assert int(chosen.sum()) == eff["n_particles"]
+    assert int((chosen & table["dm_matched"]).sum()) == eff["n_dm"]
+    assert int((chosen & table["perfect_matched"]).sum()) == eff["n_perfect"]
+    assert int((chosen & (table["n_matched_clusters"] > 0)).sum()) == eff["n_matched_particles"]
+
+
+def test_aggregate_efficiencies_equals_concatenated_events():
+    rng = np.random.default_rng(7)
+    events, results = [], []
+    for k in range(3):
+        ev = random_event(rng, n_particles=30, noise=10)
+        # make ids disjoint across events
+        for name in ("truth", "hits"):
+            ev[name]["hit_id"] += 10_000 * k
+        ev["truth"]["particle_id"] = np.where(
+            ev["truth"]["particle_id"] == 0, 0, ev["truth"]["particle_id"] + k
+        )
+        ev["particles"]["particle_id"] += k
+        _, code = np.unique(ev["truth"]["particle_id"], return_inverse=True)
+        labels = np.where(rng.random(len(code)) < 0.2, -1, code + 1000 * k)
+        ev["sub"] = _submission(ev["truth"], labels)
+        events.append(ev)
+        results.append(
+            efficiencies(ev["truth"], ev["particles"], ev["sub"], hits=ev["hits"], pt_min=0.5)
+        )
+    total = aggregate_efficiencies(results)
+    cat = {n: pd.concat([e[n] for e in events], ignore_index=True) for n in events[0]}
+    direct = efficiencies(cat["truth"], cat["particles"], cat["sub"], hits=cat["hits"], pt_min=0.5)
+    assert total == pytest.approx(direct, nan_ok=True)
+    assert total["n_particles"] == sum(r["n_particles"] for r in results) > 0
+    with pytest.raises(ValueError, match="lacks counts"):
+        aggregate_efficiencies([{"double_majority": 1.0}])
+
+
+def test_match_particles_columns_real_event():
+    ev = real_event()
+    truth = ev["truth"]
+    sub = _submission(truth, truth["particle_id"])
+    table = match_particles(truth, ev["particles"], sub, hits=ev["hits"])
+    assert list(table.columns[:6]) == [
+        "particle_id",
+        "pt",
+        "eta",
+        "nhits",
+        "n_layers",
+        "reconstructable",
+    ]
+    assert len(table) == 468  # particles with hits
+    assert table["particle_id"].dtype == np.int64
+    assert (table["nhits"] >= table["n_layers"]).all() and (table["n_layers"] >= 1).all()
+    big = table["nhits"] >= 3
+    assert table.loc[big, "dm_matched"].all() and table.loc[big, "perfect_matched"].all()

@@ -252,3 +252,273 @@ def score_event(
     w_pair = np.bincount(pair_code, weights=weight)
     good = (2 * n_pair > t_size[pair_keys // n_p]) & (2 * n_pair > p_size[pair_keys % n_p])
     return float(w_pair[good].sum() / total)
+
+
+# ---------------------------------------------------------------- efficiencies
+#
+# Definitions follow gnn_tracking (``tracking_metrics``); see :func:`efficiencies`.
+
+COUNT_KEYS = (
+    "n_particles",
+    "n_clusters",
+    "n_dm",
+    "n_perfect",
+    "n_lhc",
+    "n_valid_clusters",
+    "n_fake",
+    "n_matched_clusters",
+    "n_matched_particles",
+)
+
+
+def match_clusters(
+    truth: pd.DataFrame, submission: pd.DataFrame, min_cluster_size: int = 3
+) -> pd.DataFrame:
+    """One row per reconstructed cluster (track) with its majority particle.
+
+    The majority particle of a cluster is the particle_id (noise 0 included) holding most of
+    its hits; ties go to the smallest particle_id. Columns: track_id, size, valid (track_id >= 0
+    and size >= ``min_cluster_size``), maj_particle_id, maj_hits, maj_particle_hits (hits of that
+    particle in ``truth``), maj_frac = maj_hits / size, maj_particle_frac = maj_hits /
+    maj_particle_hits, dm (both fractions > 0.5), perfect (maj_hits == maj_particle_hits and
+    maj_frac > 0.99), lhc (maj_frac > 0.75), matched (maj_frac > 0.5 and majority not noise);
+    dm / perfect / lhc / matched are False for invalid clusters. Hits missing from the
+    submission or with a NaN track_id belong to no cluster.
+    """
+    _require_columns(truth, ["hit_id", "particle_id"], "truth")
+    labels, free = _track_labels(truth, submission, unassigned=None)
+    pid = _int64_column(truth, "particle_id", "truth")
+    pcode, p_uniques = pd.factorize(pid)
+    p_size = np.bincount(pcode, minlength=len(p_uniques))
+    assigned = ~free
+    tcode, t_uniques = pd.factorize(labels[assigned])
+    n_t = len(t_uniques)
+    if n_t == 0:
+        return pd.DataFrame(
+            {
+                "track_id": np.zeros(0, np.int64),
+                "size": np.zeros(0, np.int64),
+                "valid": np.zeros(0, bool),
+                "maj_particle_id": np.zeros(0, np.int64),
+                **{k: np.zeros(0, np.int64) for k in ("maj_hits", "maj_particle_hits")},
+                **{k: np.zeros(0) for k in ("maj_frac", "maj_particle_frac")},
+                **{k: np.zeros(0, bool) for k in ("dm", "perfect", "lhc", "matched")},
+            }
+        )
+    size = np.bincount(tcode, minlength=n_t)
+    a_pcode = pcode[assigned]
+    n_p = np.int64(len(p_uniques))
+    pair_code, pair_keys = pd.factorize(tcode.astype(np.int64) * n_p + a_pcode)
+    pair_n = np.bincount(pair_code)
+    pair_t = pair_keys // n_p
+    pair_p = pair_keys % n_p
+    # per track: largest count first, then smallest particle_id
+    order = np.lexsort((p_uniques[pair_p], -pair_n, pair_t))
+    first = order[np.r_[True, pair_t[order][1:] != pair_t[order][:-1]]]
+    t_of_first = pair_t[first]
+    maj_p = np.empty(n_t, np.int64)
+    maj_n = np.empty(n_t, np.int64)
+    maj_p[t_of_first] = pair_p[first]
+    maj_n[t_of_first] = pair_n[first]
+
+    track_id = np.asarray(t_uniques, dtype=np.int64)
+    maj_particle_hits = p_size[maj_p]
+    maj_frac = maj_n / size
+    maj_particle_frac = maj_n / maj_particle_hits
+    valid = (track_id >= 0) & (size >= min_cluster_size)
+    maj_pid = np.asarray(p_uniques, dtype=np.int64)[maj_p]
+    return pd.DataFrame(
+        {
+            "track_id": track_id,
+            "size": size,
+            "valid": valid,
+            "maj_particle_id": maj_pid,
+            "maj_hits": maj_n,
+            "maj_particle_hits": maj_particle_hits,
+            "maj_frac": maj_frac,
+            "maj_particle_frac": maj_particle_frac,
+            "dm": valid & (maj_frac > 0.5) & (maj_particle_frac > 0.5),
+            "perfect": valid & (maj_n == maj_particle_hits) & (maj_frac > 0.99),
+            "lhc": valid & (maj_frac > 0.75),
+            "matched": valid & (maj_frac > 0.5) & (maj_pid != 0),
+        }
+    )
+
+
+def _particle_table(
+    truth: pd.DataFrame,
+    particles: pd.DataFrame,
+    hits: pd.DataFrame | None,
+    min_layers: int,
+    max_eta: float,
+) -> pd.DataFrame:
+    """Particles with >= 1 hit in truth: particle_id, pt, eta, nhits, n_layers, reconstructable."""
+    _require_columns(particles, ["particle_id", "px", "py", "pz"], "particles")
+    pid = _int64_column(truth, "particle_id", "truth")
+    real = pid != 0
+    code, uniq = pd.factorize(pid[real])
+    uniq = np.asarray(uniq, dtype=np.int64)
+    nhits = np.bincount(code, minlength=len(uniq))
+    if hits is not None:
+        _require_columns(hits, ["hit_id", "volume_id", "layer_id"], "hits")
+        rows = lookup_rows(_int64_column(hits, "hit_id", "hits"), truth["hit_id"].to_numpy()[real])
+        if (rows < 0).any():
+            raise ValueError("hits.hit_id: some truth hits are missing from hits")
+        vol = hits["volume_id"].to_numpy().astype(np.int64)[rows]
+        lay = hits["layer_id"].to_numpy().astype(np.int64)[rows]
+        key = pd.unique(code.astype(np.int64) * 1_000_000 + vol * 1000 + lay)
+        n_layers = np.bincount(key // 1_000_000, minlength=len(uniq))
+    elif min_layers > 0:
+        raise ValueError(
+            f"hits: needed for the min_layers={min_layers} cut (volume_id, layer_id); "
+            "pass hits= or min_layers=0"
+        )
+    else:
+        n_layers = np.full(len(uniq), -1)
+    prow = lookup_rows(_int64_column(particles, "particle_id", "particles"), uniq)
+    known = prow >= 0
+    mom = particles[["px", "py", "pz"]].to_numpy(np.float64)
+    px, py, pz = (np.where(known, mom[np.maximum(prow, 0), i], np.nan) for i in range(3))
+    pt = np.hypot(px, py)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        eta = np.arcsinh(pz / pt)
+    reconstructable = (
+        known
+        & (uniq > 0)
+        & (np.abs(eta) < max_eta)
+        & ((n_layers >= min_layers) | (min_layers <= 0))
+    )
+    return pd.DataFrame(
+        {
+            "particle_id": uniq,
+            "pt": pt,
+            "eta": eta,
+            "nhits": nhits,
+            "n_layers": n_layers,
+            "reconstructable": reconstructable,
+        }
+    )
+
+
+def match_particles(
+    truth: pd.DataFrame,
+    particles: pd.DataFrame,
+    submission: pd.DataFrame,
+    hits: pd.DataFrame | None = None,
+    min_layers: int = 3,
+    max_eta: float = 4.0,
+    min_cluster_size: int = 3,
+) -> pd.DataFrame:
+    """Per-particle matching flags, for efficiency-vs-pT/eta plots.
+
+    One row per particle with at least one hit in ``truth`` (noise excluded), columns:
+    particle_id, pt (GeV), eta (from the particle momentum), nhits (in truth), n_layers
+    (distinct (volume_id, layer_id) among its hits; -1 without ``hits``), reconstructable
+    (particle_id > 0, n_layers >= min_layers, abs(eta) < max_eta; no pT cut), dm_matched,
+    perfect_matched, lhc_matched (majority particle of a valid cluster with the respective
+    flag of :func:`match_clusters`), n_matched_clusters (valid clusters with > 50% of their hits
+    from it).
+    """
+    table = _particle_table(truth, particles, hits, min_layers, max_eta)
+    clusters = match_clusters(truth, submission, min_cluster_size)
+    for flag, column in (
+        ("dm", "dm_matched"),
+        ("perfect", "perfect_matched"),
+        ("lhc", "lhc_matched"),
+    ):
+        table[column] = table["particle_id"].isin(clusters["maj_particle_id"][clusters[flag]])
+    matched = clusters["maj_particle_id"][clusters["matched"]]
+    counts = matched.value_counts()
+    table["n_matched_clusters"] = table["particle_id"].map(counts).fillna(0).astype(np.int64)
+    return table
+
+
+def _ratios(counts: dict) -> dict:
+    def div(a: float, b: float) -> float:
+        return float(a) / float(b) if b else float("nan")
+
+    c = {k: int(counts[k]) for k in COUNT_KEYS}
+    n_dup = c["n_matched_clusters"] - c["n_matched_particles"]
+    return {
+        "double_majority": div(c["n_dm"], c["n_particles"]),
+        "perfect": div(c["n_perfect"], c["n_particles"]),
+        "lhc": div(c["n_lhc"], c["n_clusters"]),
+        "fake_dm": div(c["n_clusters"] - c["n_dm"], c["n_clusters"]),
+        "fake_lhc": div(c["n_clusters"] - c["n_lhc"], c["n_clusters"]),
+        "fake_rate": div(c["n_fake"], c["n_valid_clusters"]),
+        "duplicate_rate": div(n_dup, c["n_matched_particles"]),
+        **c,
+    }
+
+
+def efficiencies(
+    truth: pd.DataFrame,
+    particles: pd.DataFrame,
+    submission: pd.DataFrame,
+    pt_min: float = 0.9,
+    min_layers: int = 3,
+    max_eta: float = 4.0,
+    hits: pd.DataFrame | None = None,
+    min_cluster_size: int = 3,
+) -> dict:
+    """Tracking efficiencies of one event (gnn_tracking definitions), with their counts.
+
+    Clusters are the submission's tracks; a cluster is *valid* if its track_id >= 0 and it
+    has >= ``min_cluster_size`` hits (hits missing from the submission or with negative/NaN
+    track_id are in no valid cluster). Its majority particle is defined in
+    :func:`match_clusters`. A particle is *selected* if it has hits in ``truth``, particle_id
+    > 0, pT >= ``pt_min``, abs(eta) < ``max_eta`` and hits on >= ``min_layers`` distinct
+    (volume_id, layer_id) (``hits`` needed unless ``min_layers`` is 0).
+
+    Counts (summable over events, see :func:`aggregate_efficiencies`):
+        n_particles: selected particles.
+        n_clusters: valid clusters whose majority particle is selected.
+        n_dm / n_perfect: selected particles with a double-majority (> 50% of the cluster and
+            > 50% of the particle's hits) / perfect (the cluster holds exactly the particle's
+            hits, majority fraction > 0.99) cluster; at most one each per particle.
+        n_lhc: clusters among n_clusters with majority fraction > 75%.
+        n_valid_clusters: all valid clusters.
+        n_fake: valid clusters with majority fraction <= 50% or a noise majority.
+        n_matched_clusters / n_matched_particles: clusters among n_clusters with majority
+            fraction > 50%, and the distinct particles they match.
+
+    Ratios: double_majority = n_dm / n_particles; perfect = n_perfect / n_particles;
+    lhc = n_lhc / n_clusters; fake_dm = (n_clusters - n_dm) / n_clusters and fake_lhc =
+    (n_clusters - n_lhc) / n_clusters (gnn_tracking's fake_double_majority / fake_lhc);
+    fake_rate = n_fake / n_valid_clusters; duplicate_rate = (n_matched_clusters -
+    n_matched_particles) / n_matched_particles. A ratio with a zero denominator is NaN.
+    """
+    table = _particle_table(truth, particles, hits, min_layers, max_eta)
+    selected = table["reconstructable"].to_numpy() & (table["pt"].to_numpy() >= pt_min)
+    sel_ids = table["particle_id"].to_numpy()[selected]
+    clusters = match_clusters(truth, submission, min_cluster_size)
+    valid = clusters["valid"].to_numpy()
+    maj_sel = clusters["maj_particle_id"].isin(sel_ids).to_numpy() & valid
+    matched = maj_sel & (clusters["maj_frac"].to_numpy() > 0.5)
+    counts = {
+        "n_particles": int(selected.sum()),
+        "n_clusters": int(maj_sel.sum()),
+        "n_dm": int((clusters["dm"].to_numpy() & maj_sel).sum()),
+        "n_perfect": int((clusters["perfect"].to_numpy() & maj_sel).sum()),
+        "n_lhc": int((clusters["lhc"].to_numpy() & maj_sel).sum()),
+        "n_valid_clusters": int(valid.sum()),
+        "n_fake": int((valid & ~clusters["matched"].to_numpy()).sum()),
+        "n_matched_clusters": int(matched.sum()),
+        "n_matched_particles": int(clusters["maj_particle_id"][matched].nunique()),
+    }
+    return _ratios(counts)
+
+
+def aggregate_efficiencies(results: list[dict]) -> dict:
+    """Combine per-event :func:`efficiencies` results by summing their counts (so every event
+    weighs by its number of particles / clusters, not equally) and recomputing the ratios."""
+    if not results:
+        raise ValueError("aggregate_efficiencies: empty list of results")
+    totals = {k: 0 for k in COUNT_KEYS}
+    for i, r in enumerate(results):
+        missing = [k for k in COUNT_KEYS if k not in r]
+        if missing:
+            raise ValueError(f"aggregate_efficiencies: result {i} lacks counts {missing}")
+        for k in COUNT_KEYS:
+            totals[k] += int(r[k])
+    return _ratios(totals)

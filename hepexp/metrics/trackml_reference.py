@@ -92,3 +92,81 @@ def reference_score_event(
         if counts[best] > len(hits) / 2 and counts[best] > particle_hits[best] / 2:
             score += weights[best]
     return score / total
+
+
+def reference_efficiencies(
+    truth: pd.DataFrame,
+    particles: pd.DataFrame,
+    submission: pd.DataFrame,
+    hits: pd.DataFrame,
+    pt_min: float = 0.9,
+    min_layers: int = 3,
+    max_eta: float = 4.0,
+    min_cluster_size: int = 3,
+) -> dict:
+    """Counts of :func:`hepexp.metrics.trackml.efficiencies`, one hit/cluster at a time."""
+    layer_of = {
+        int(h): (int(v), int(layer))
+        for h, v, layer in zip(hits["hit_id"], hits["volume_id"], hits["layer_id"], strict=True)
+    }
+    particle_of = {
+        int(h): int(p) for h, p in zip(truth["hit_id"], truth["particle_id"], strict=True)
+    }
+    n_hits: dict[int, int] = {}
+    layers: dict[int, set] = {}
+    for h, p in particle_of.items():
+        n_hits[p] = n_hits.get(p, 0) + 1
+        layers.setdefault(p, set()).add(layer_of[h])
+    mom = {int(r.particle_id): (r.px, r.py, r.pz) for r in particles.itertuples(index=False)}
+    selected = set()
+    for p in n_hits:
+        if p <= 0 or p not in mom:
+            continue
+        px, py, pz = mom[p]
+        pt = math.hypot(px, py)
+        if pt == 0:
+            continue
+        eta = math.asinh(pz / pt)
+        if pt >= pt_min and abs(eta) < max_eta and len(layers[p]) >= min_layers:
+            selected.add(p)
+
+    clusters: dict[int, list[int]] = {}
+    for h, t in zip(submission["hit_id"], submission["track_id"], strict=True):
+        if t == t and t >= 0:
+            clusters.setdefault(int(t), []).append(int(h))
+    c = dict.fromkeys(
+        [
+            "n_clusters",
+            "n_dm",
+            "n_perfect",
+            "n_lhc",
+            "n_valid_clusters",
+            "n_fake",
+            "n_matched_clusters",
+        ],
+        0,
+    )
+    matched_particles = set()
+    for members in clusters.values():
+        if len(members) < min_cluster_size:
+            continue
+        c["n_valid_clusters"] += 1
+        counts: dict[int, int] = {}
+        for h in members:
+            counts[particle_of[h]] = counts.get(particle_of[h], 0) + 1
+        best = min(counts, key=lambda p: (-counts[p], p))
+        frac = counts[best] / len(members)
+        if frac <= 0.5 or best == 0:
+            c["n_fake"] += 1
+        if best not in selected:
+            continue
+        c["n_clusters"] += 1
+        c["n_dm"] += frac > 0.5 and counts[best] / n_hits[best] > 0.5
+        c["n_perfect"] += counts[best] == n_hits[best] and frac > 0.99
+        c["n_lhc"] += frac > 0.75
+        if frac > 0.5:
+            c["n_matched_clusters"] += 1
+            matched_particles.add(best)
+    c["n_particles"] = len(selected)
+    c["n_matched_particles"] = len(matched_particles)
+    return c
