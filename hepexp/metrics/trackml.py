@@ -229,6 +229,11 @@ def score_event(
 
     Returns:
         The score; NaN when the truth weights sum to 0 (score undefined).
+
+    Raises:
+        ValueError: missing columns, non-integer ids or track ids, duplicated hit ids, or
+            submission hit ids that are not in ``truth`` (the official code ignores those;
+            here they signal a submission for another event).
     """
     _require_columns(truth, ["hit_id", "particle_id", "weight"], "truth")
     labels, free = _track_labels(truth, submission, unassigned)
