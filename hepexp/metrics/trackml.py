@@ -18,6 +18,11 @@ identical zero pattern (see ``tests/test_trackml_metrics.py``). The details that
 - weight = pT factor x order factor, 0 for noise, for hits of particles missing from
   ``particles`` and for non-primaries (generation bits 24-35 of particle_id != 0); normalised
   to sum 1 over the truth rows given.
+
+The real file pins down the pT ramp, the stretching, the abs(tz - vz) order, the zeroes and the
+normalisation, but it holds no tied abs(tz - vz), no particle with more than 17 hits and no
+primary below 0.15 GeV with >= 4 hits: the tie rule, the 20-hit cap and the 0.05 GeV cut-off
+follow the official trackml-library weight code (phase 2) rather than the file.
 """
 
 from __future__ import annotations
