@@ -17,7 +17,8 @@ import hepexp.run  # noqa: F401  (registers resolvers)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
-SHARED = ROOT.parent / "shared"
+# ../shared beside the repository; HEPEXP_SHARED overrides it (e.g. for git worktrees)
+SHARED = Path(os.environ.get("HEPEXP_SHARED", ROOT.parent / "shared"))
 
 #: small simulated datasets so that tests run in seconds
 TINY_DATA = {

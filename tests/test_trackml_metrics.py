@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from trackml_helpers import random_event, real_event
 
 from hepexp.metrics.trackml import (
     aggregate_efficiencies,
@@ -21,6 +20,8 @@ from hepexp.metrics.trackml_reference import (
     reference_hit_weights,
     reference_score_event,
 )
+
+from .trackml_helpers import random_event, real_event
 
 # ---------------------------------------------------------------- hit weights
 

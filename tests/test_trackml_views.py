@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from trackml_helpers import random_event, real_event
 
 from hepexp.data.trackml.subevents import sample_subevent, select
 from hepexp.data.trackml.views import (
@@ -17,6 +16,8 @@ from hepexp.data.trackml.views import (
     track_hits,
     truth_graph,
 )
+
+from .trackml_helpers import random_event, real_event
 
 # ---------------------------------------------------------------- sub-events
 

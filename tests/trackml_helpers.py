@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 
-# ../shared beside the repository; HEPEXP_SHARED overrides it (e.g. for git worktrees)
-SHARED = Path(
-    os.environ.get("HEPEXP_SHARED", Path(__file__).resolve().parents[1].parent / "shared")
-)
+from .conftest import SHARED
+
 EVENT = SHARED / "data" / "trackml" / "event000000001"
 IDS = {"hit_id": "int64", "particle_id": "int64"}
 
