@@ -14,7 +14,10 @@ from hepexp.data.store import RecordStore, RecordStoreWriter
 def test_ragged_records_round_trip(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     records = [
-        {"x": rng.normal(size=(n, 3)).astype(np.float32), "id": np.arange(n, dtype=np.int64) + 100 * i}
+        {
+            "x": rng.normal(size=(n, 3)).astype(np.float32),
+            "id": np.arange(n, dtype=np.int64) + 100 * i,
+        }
         for i, n in enumerate([5, 0, 17, 3])
     ]
     writer = RecordStoreWriter(tmp_path / "s")

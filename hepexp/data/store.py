@@ -40,7 +40,9 @@ class RecordStoreWriter:
     def append(self, record: Mapping[str, np.ndarray]) -> None:
         lengths = {len(v) for v in record.values()}
         if len(lengths) != 1:
-            raise ValueError(f"record columns differ in length: { {k: len(v) for k, v in record.items()} }")
+            raise ValueError(
+                f"record columns differ in length: { {k: len(v) for k, v in record.items()} }"
+            )
         if self.columns and set(record) != set(self.columns):
             raise ValueError(f"record columns {sorted(record)} differ from {sorted(self.columns)}")
         for name, values in record.items():

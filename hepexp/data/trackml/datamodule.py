@@ -40,12 +40,22 @@ SUBEVENT_STRIDE = 1000
 # -- view records: what is cached per (sub-)event, in mm ---------------------------------------
 def _event_hits_record(ev: SubEvent, options: Mapping) -> dict[str, dict]:
     v = views.event_hits(ev.hits, ev.particles, ev.truth)
-    return {"hits": {k: v[k] for k in ("x", "targets", "particle_id", "hit_id", "volume_id", "layer_id")}}
+    return {
+        "hits": {
+            k: v[k] for k in ("x", "targets", "particle_id", "hit_id", "volume_id", "layer_id")
+        }
+    }
 
 
 def _track_hits_record(ev: SubEvent, options: Mapping) -> dict[str, dict]:
-    v = views.track_hits(ev.hits, ev.truth, ev.particles, max_len=options["max_track_length"],
-                         scale=1.0, min_hits=options["min_track_hits"])
+    v = views.track_hits(
+        ev.hits,
+        ev.truth,
+        ev.particles,
+        max_len=options["max_track_length"],
+        scale=1.0,
+        min_hits=options["min_track_hits"],
+    )
     keep = ("x", "mask", "hit_id", "volume_id", "layer_id", "particle_id", "lengths", "pt", "eta")
     return {"tracks": {k: v[k] for k in keep}}
 
@@ -163,7 +173,9 @@ class GraphCollate:
         offset, parts = 0, []
         for it in items:
             nodes = it["nodes"]
-            parts.append((nodes, it["truth_edges"]["edge"] + offset, it["event_id"], len(nodes["x"])))
+            parts.append(
+                (nodes, it["truth_edges"]["edge"] + offset, it["event_id"], len(nodes["x"]))
+            )
             offset += len(nodes["x"])
         out = {
             key: torch.from_numpy(np.concatenate([p[0][key] for p in parts]))
@@ -223,7 +235,9 @@ class TrackMLDataModule(HEPDataModule):
         self.simulation.update(simulation or {})
         self.splits = dict(splits or {"train": 0.8, "val": 0.1, "test": 0.1})
         if set(self.splits) != set(SPLITS) or any(f < 0 for f in self.splits.values()):
-            raise ConfigError(f"data.splits needs non-negative fractions for {SPLITS}, got {self.splits}")
+            raise ConfigError(
+                f"data.splits needs non-negative fractions for {SPLITS}, got {self.splits}"
+            )
         self.max_events = max_events
         if isinstance(particles_per_event, int):
             particles_per_event = (particles_per_event, particles_per_event)
@@ -237,7 +251,9 @@ class TrackMLDataModule(HEPDataModule):
         self.selection = dict(selection or {})
         unknown = set(self.selection) - {"volumes", "pt_min", "min_hits"}
         if unknown:
-            raise ConfigError(f"data.selection: unknown keys {sorted(unknown)}; use volumes, pt_min, min_hits")
+            raise ConfigError(
+                f"data.selection: unknown keys {sorted(unknown)}; use volumes, pt_min, min_hits"
+            )
         self.use_cells = use_cells
         self.coord_scale = coord_scale
         self.view_options = {"max_track_length": max_track_length, "min_track_hits": min_track_hits}
@@ -254,7 +270,11 @@ class TrackMLDataModule(HEPDataModule):
         if self.source != "simulate":
             path = Path(self.source)
             if not path.is_dir():
-                raise DataError(path, None, "data.source is neither 'simulate' nor a directory of TrackML events")
+                raise DataError(
+                    path,
+                    None,
+                    "data.source is neither 'simulate' nor a directory of TrackML events",
+                )
             return path
         sim = self.simulation
 
@@ -287,10 +307,20 @@ class TrackMLDataModule(HEPDataModule):
         """The (sub-)events of ``split`` as frames, exactly those the view's dataset holds."""
         directory = self.source_dir()
         for source_id in self.source_events(split):
-            frames = dict(zip(self.parts, load_event(event_prefix(directory, source_id), self.parts), strict=True))
+            frames = dict(
+                zip(
+                    self.parts,
+                    load_event(event_prefix(directory, source_id), self.parts),
+                    strict=True,
+                )
+            )
             event = select(
-                frames["hits"], frames["particles"], frames["truth"],
-                remove_noise=not self.noise, cells=frames.get("cells"), **self.selection,
+                frames["hits"],
+                frames["particles"],
+                frames["truth"],
+                remove_noise=not self.noise,
+                cells=frames.get("cells"),
+                **self.selection,
             )
             if self.particles_per_event is None:
                 yield source_id * SUBEVENT_STRIDE, event
@@ -298,8 +328,13 @@ class TrackMLDataModule(HEPDataModule):
             rng = np.random.default_rng([self.seed, SPLITS.index(split), source_id])
             for k in range(self.subevents_per_event[split]):
                 sub = sample_subevent(
-                    event.hits, event.particles, event.truth, self._draw_count(event, rng), rng,
-                    keep_noise=self.noise, cells=event.cells,
+                    event.hits,
+                    event.particles,
+                    event.truth,
+                    self._draw_count(event, rng),
+                    rng,
+                    keep_noise=self.noise,
+                    cells=event.cells,
                 )
                 yield source_id * SUBEVENT_STRIDE + k, sub
 
@@ -307,9 +342,12 @@ class TrackMLDataModule(HEPDataModule):
         lo, hi = self.particles_per_event
         available = int(np.unique(event.truth.particle_id[event.truth.particle_id != 0]).size)
         if available < lo:
-            raise DataError(self.source_dir(), "particle_id",
-                            f"an event has {available} particles after the selection, fewer than "
-                            f"particles_per_event[0]={lo}")
+            raise DataError(
+                self.source_dir(),
+                "particle_id",
+                f"an event has {available} particles after the selection, fewer than "
+                f"particles_per_event[0]={lo}",
+            )
         return int(rng.integers(lo, min(hi, available) + 1))
 
     # -- cache -------------------------------------------------------------------------------------
@@ -319,12 +357,22 @@ class TrackMLDataModule(HEPDataModule):
             if self.source == "simulate"
             else {"source": str(Path(self.source).resolve())}
         )
-        key = _digest({
-            "version": CACHE_VERSION, **source, "splits": self.splits, "max_events": self.max_events,
-            "particles_per_event": self.particles_per_event, "subevents": self.subevents_per_event,
-            "noise": self.noise, "selection": self.selection, "seed": self.seed, "cells": self.use_cells,
-            "view": self.view, "view_options": self.view_options,
-        })
+        key = _digest(
+            {
+                "version": CACHE_VERSION,
+                **source,
+                "splits": self.splits,
+                "max_events": self.max_events,
+                "particles_per_event": self.particles_per_event,
+                "subevents": self.subevents_per_event,
+                "noise": self.noise,
+                "selection": self.selection,
+                "seed": self.seed,
+                "cells": self.use_cells,
+                "view": self.view,
+                "view_options": self.view_options,
+            }
+        )
         return self.data_dir / "cache" / key / split
 
     def _build_cache(self, split: str) -> Path:
@@ -336,16 +384,22 @@ class TrackMLDataModule(HEPDataModule):
         event_ids = []
         n_sources = len(self.source_events(split))
         desc = f"caching TrackML {split} ({self.view})"
-        for event_id, event in tqdm(self.events(split), desc=desc, unit="event",
-                                    total=n_sources * (self.subevents_per_event[split] if self.particles_per_event else 1)):
+        for event_id, event in tqdm(
+            self.events(split),
+            desc=desc,
+            unit="event",
+            total=n_sources * (self.subevents_per_event[split] if self.particles_per_event else 1),
+        ):
             for name, record in build(event, self.view_options).items():
                 if name not in writers:
                     writers[name] = RecordStoreWriter(directory / name)
                 writers[name].append(record)
             event_ids.append(event_id)
         if not event_ids:
-            raise ConfigError(f"the {split} split of data=trackml is empty: give it a larger share "
-                              f"in data.splits or more events (now {self.splits})")
+            raise ConfigError(
+                f"the {split} split of data=trackml is empty: give it a larger share "
+                f"in data.splits or more events (now {self.splits})"
+            )
         for writer in writers.values():
             writer.close()
         np.save(directory / "event_ids.npy", np.asarray(event_ids, dtype=np.int64))
@@ -366,10 +420,21 @@ class TrackMLDataModule(HEPDataModule):
             stores = {p.name: RecordStore(p) for p in directory.iterdir() if p.is_dir()}
             event_ids = np.load(directory / "event_ids.npy")
             if self.view == "track_hits":
-                columns = ("x", "mask", "hit_id", "volume_id", "particle_id", "lengths", "pt", "eta")
+                columns = (
+                    "x",
+                    "mask",
+                    "hit_id",
+                    "volume_id",
+                    "particle_id",
+                    "lengths",
+                    "pt",
+                    "eta",
+                )
                 self.datasets[split] = RowDataset(stores["tracks"], columns)
             elif self.view == "hits":
-                self.datasets[split] = RowDataset(stores["hits"], ("x", "hit_id", "volume_id", "particle_id"))
+                self.datasets[split] = RowDataset(
+                    stores["hits"], ("x", "hit_id", "volume_id", "particle_id")
+                )
             else:
                 self.datasets[split] = EventDataset(stores, event_ids)
 
