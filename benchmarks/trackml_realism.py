@@ -4,7 +4,8 @@ Compares the real 5% subsample of TrackML event 1 (548 particles, from ../shared
 events of the same size (430 primaries, which with their secondaries give ~548 particles),
 averaged over several seeds: hit share per volume, noise fraction, hits per particle, pT,
 eta, particles without hits, primaries, cluster sizes, double hits per layer, multiple
-scattering. Prints a table and writes a figure (r-z of hits, histograms) to ``--out``.
+scattering. Prints a table and writes a figure (r-z of hits, histograms) to ``--out``; also
+times the simulation of a full-size event (8000 primaries: ~10k particles, ~100k hits).
 
     HEPEXP_SHARED=/work/shared PYTHONPATH=$PWD python benchmarks/trackml_realism.py --out /tmp/realism
 """
@@ -31,6 +32,7 @@ MASS = {11: 0.000511, 13: 0.105658, 211: 0.13957, 321: 0.493677, 2212: 0.938272}
 #: primaries of the simulated event used for the comparison (430 primaries + secondaries
 #: = about the 548 particles of the real subsample, of which 430 are primaries)
 N_PRIMARIES = 430
+FULL_PRIMARIES = 8000
 
 
 def shared_dir() -> Path:
@@ -126,8 +128,9 @@ def plot(real: tuple, sim: tuple, real_s: dict, sim_s: dict, out: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, 3, figsize=(16, 9))
-    for ax, (name, (hits, _, _, truth)) in zip(axes[0, :2], [("real", real), ("simulated", sim)],
-                                               strict=True):  # fmt: skip
+    for ax, (name, (hits, _, _, truth)) in zip(
+        axes[0, :2], [("real", real), ("simulated", sim)], strict=True
+    ):
         noise = truth.set_index("hit_id").loc[hits.hit_id, "particle_id"].to_numpy() == 0
         r = np.hypot(hits.x, hits.y)
         ax.scatter(hits.z[~noise], r[~noise], s=1, c="C0", label="signal")
@@ -138,16 +141,26 @@ def plot(real: tuple, sim: tuple, real_s: dict, sim_s: dict, out: Path) -> Path:
     x = np.arange(len(VOLUMES))
     ax.bar(x - 0.2, [real_s[f"vol {v} %"] for v in VOLUMES], 0.4, label="real")
     ax.bar(x + 0.2, [sim_s[f"vol {v} %"] for v in VOLUMES], 0.4, label="simulated (mean)")
-    ax.set(xticks=x, xticklabels=VOLUMES, xlabel="volume_id", ylabel="% of hits",
-           title="hit share per volume")  # fmt: skip
+    ax.set(
+        xticks=x,
+        xticklabels=VOLUMES,
+        xlabel="volume_id",
+        ylabel="% of hits",
+        title="hit share per volume",
+    )
     ax.legend()
     ax = axes[1, 0]
     labels = [f"{a}-{b - 1}" for a, b in zip(NHITS_BINS[:-1], NHITS_BINS[1:], strict=True)]
     x = np.arange(len(labels))
     ax.bar(x - 0.2, real_s["nhits_hist"], 0.4, label="real")
     ax.bar(x + 0.2, sim_s["nhits_hist"], 0.4, label="simulated")
-    ax.set(xticks=x, xticklabels=labels, xlabel="hits per particle", ylabel="fraction",
-           title="hits per particle")  # fmt: skip
+    ax.set(
+        xticks=x,
+        xticklabels=labels,
+        xlabel="hits per particle",
+        ylabel="fraction",
+        title="hits per particle",
+    )
     ax.legend()
     ax = axes[1, 1]
     centres = (ETA_BINS[:-1] + ETA_BINS[1:]) / 2
@@ -160,8 +173,13 @@ def plot(real: tuple, sim: tuple, real_s: dict, sim_s: dict, out: Path) -> Path:
     for name, ev in (("real", real), ("simulated", sim)):
         pt = np.hypot(ev[2].px, ev[2].py)
         ax.hist(pt, bins, histtype="step", density=True, label=name, lw=2)
-    ax.set(xscale="log", yscale="log", xlabel="particle pT (GeV)", ylabel="density",
-           title="pT of particles")  # fmt: skip
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="particle pT (GeV)",
+        ylabel="density",
+        title="pT of particles",
+    )
     ax.legend()
     fig.tight_layout()
     out.mkdir(parents=True, exist_ok=True)
@@ -199,6 +217,15 @@ def main() -> int:
     print("  real", np.round(real_s["eta_hist"], 3).tolist())
     print("  sim ", np.round(sim_s["eta_hist"], 3).tolist())
     print(f"simulation: {elapsed / args.seeds * 1000:.0f} ms per event of {N_PRIMARIES} primaries")
+    times = []
+    for seed in range(3):  # a full-size event: ~10k particles, ~100k hits
+        t0 = time.perf_counter()
+        hits, cells, particles, _ = simulate_event(FULL_PRIMARIES, 100 + seed, field=args.field)
+        times.append(time.perf_counter() - t0)
+    print(
+        f"full event: {FULL_PRIMARIES} primaries -> {len(particles)} particles, {len(hits)} hits, "
+        f"{len(cells)} cells in {min(times):.2f} s (best of 3)"
+    )
     path = plot(real, events[0], real_s, sim_s, args.out)
     print(f"figure: {path}")
     return 0

@@ -102,8 +102,9 @@ def test_nhits_weights_and_noise(event):
 def test_particle_id_bit_fields(event):
     _, _, particles, _ = event
     f = decode_particle_id(particles["particle_id"].to_numpy())
-    pid = encode_particle_id(f["vertex_id"], f["primary_id"], f["generation"],
-                             f["secondary_id"], f["process"])  # fmt: skip
+    pid = encode_particle_id(
+        f["vertex_id"], f["primary_id"], f["generation"], f["secondary_id"], f["process"]
+    )
     assert np.array_equal(pid, particles["particle_id"].to_numpy())
     prim = f["generation"] == 0
     assert prim.sum() == 400
@@ -261,8 +262,11 @@ def test_falling_field_bends_more_at_large_z():
     uni = simulate_event(200, seed=9, smear=False, **NO_MATERIAL)
     fall = simulate_event(200, seed=9, smear=False, field="falling", **NO_MATERIAL)
     pu, pf = merged(uni), merged(fall)
-    np.testing.assert_allclose(np.hypot(pf.tpx, pf.tpy)[pf.particle_id != 0],
-                               np.hypot(pf.px, pf.py)[pf.particle_id != 0], rtol=1e-9)  # fmt: skip
+    np.testing.assert_allclose(
+        np.hypot(pf.tpx, pf.tpy)[pf.particle_id != 0],
+        np.hypot(pf.px, pf.py)[pf.particle_id != 0],
+        rtol=1e-9,
+    )
     # central hits identical, forward hits moved
     key = ["particle_id", "volume_id", "layer_id", "module_id"]
     both = pu[pu.particle_id != 0].merge(pf, on=key, suffixes=("_u", "_f"))
@@ -296,8 +300,9 @@ def test_ensure_simulated_writes_reuses_and_regenerates(tmp_path):
     direct = simulate_event(30, [1, 0])
     for loaded, frame in zip(events[0][1:], direct, strict=True):
         np.testing.assert_array_equal(loaded.select_dtypes("int"), frame.select_dtypes("int"))
-        np.testing.assert_allclose(loaded.select_dtypes("float"), frame.select_dtypes("float"),
-                                   rtol=1e-9, atol=1e-12)  # fmt: skip
+        np.testing.assert_allclose(
+            loaded.select_dtypes("float"), frame.select_dtypes("float"), rtol=1e-9, atol=1e-12
+        )
     stamp = (out / "event000000001-hits.csv").stat().st_mtime_ns
     ensure_simulated(out, n_events=2, n_particles=30, seed=1, progress=False)
     assert (out / "event000000001-hits.csv").stat().st_mtime_ns == stamp  # reused

@@ -8,37 +8,49 @@
   pile-up events (pi+- dominant, K+-, p/pbar, a few e+- and mu+-, signed PDG codes, charge from
   the species); a Tsallis pT spectrum fitted to the real primaries (pT > 0.1 GeV, median
   0.45 GeV, ~13% above 1 GeV; with the secondaries the whole event has median ~0.35 GeV);
-  eta flat up to abs(eta) 1, then mildly falling to abs(eta) 4 as in the real primaries. A fraction of primaries (9% in the real
-  event) come from displaced decays of neutral hadrons: their origin lies on a straight line
-  along their direction, at an exponentially distributed transverse distance.
+  eta flat up to abs(eta) 1, then mildly falling to abs(eta) 4, as in the real primaries. A
+  fraction of primaries (9% in the real event) come from displaced decays of neutral hadrons:
+  their origin lies on a straight line along their direction, at an exponentially distributed
+  transverse distance. As in the real event (where 92% of the primaries below 0.15 GeV have no
+  hit), particles below ``pt_min_propagated`` = 0.15 GeV are listed but not propagated.
 - **Propagation**: helices in a solenoid field (2 T, or the field falling with abs(z)), from
   surface to surface: barrel cylinders, endcap disks of all volumes on both sides, the beam
   pipe and the pixel support tube, with analytic helix-cylinder and helix-plane intersections.
   At every crossed surface: multiple scattering (Highland formula, the layer's x/X0 divided by
   the cosine of the incidence angle, applied as an angular kick), ionisation energy loss
   (Bethe 1/beta^2 scaling of the silicon minimum), and for hadrons a nuclear interaction with
-  probability ``1 - exp(-x/lambda_I)`` that stops the particle and emits secondaries.
-  *Loopers*: a particle stops once its helix has turned by ``max_turn`` (default pi, i.e.
-  after its first half-turn, when it starts curling back in) or when it leaves the detector.
+  probability ``1 - exp(-x0_over_lambda * x/X0)`` that stops the particle and emits
+  secondaries. *Loopers*: a particle stops once its helix has turned by ``max_turn`` (default
+  pi: after its first half-turn, when it starts curling back in) or when it leaves the
+  detector. The field is taken at the start of each step (one step per crossed surface).
 - **Hits**: at each crossed layer the helix is intersected with the planar modules near the
   crossing (Newton on the exact helix for tilted barrel modules, analytic for disk modules),
   so overlapping modules give two hits in a layer as in the real detector; module, layer and
   volume ids come from the built-in geometry (:mod:`.geometry`). Measured positions are the
   true ones smeared in the module plane by pitch/sqrt(12) in u and v; a hit is lost with
-  probability ``hit_inefficiency``. Cells: the pixels/strips under the track's path through
-  the sensor plus a charge-sharing width; pixel values are deposited charge (calibrated to the
-  real event), strip values 1.
+  probability ``hit_inefficiency``, or when its cluster would exceed ``max_cluster_cells``
+  (the real event has no longer cluster: no pixel-barrel hit beyond abs(eta) ~3). Cells: the
+  pixels/strips under the track's path through the sensor, lengthened by a drift/sharing
+  length; pixel values are the deposited charge, strip values 1.
 - **Secondaries** (generation > 0): products of nuclear interactions (protons and pions,
   isotropic, exponential momentum spectrum, pT > 0.1 GeV) propagated like primaries, up to
   ``max_generation``.
 - **Noise**: ``noise_fraction`` of all hits, uniform over modules (as the real noise is: its
   share per volume follows the module count) and uniform within a module.
 - **Truth**: true position on the module mid-plane and true momentum at each hit; noise hits
-  have particle_id 0, their own position as tx, ty, tz and zero momentum. particle_id bit
-  fields: vertex_id (52-63), primary_id (36-51, number within the vertex), generation
-  (24-35), secondary_id (12-23, counter within the primary's lineage and generation) and
-  process (0-11: 0 for primaries, 2 for products of nuclear interactions). ``weight`` follows
-  the phase-2 scheme (:func:`hepexp.metrics.trackml.hit_weights`), sum 1.
+  have particle_id 0, their own position as tx, ty, tz and zero momentum (the real files hold
+  meaningless placeholder momenta there). particle_id bit fields: vertex_id (52-63),
+  primary_id (36-51, number within the vertex), generation (24-35), secondary_id (12-23,
+  counter within the primary's lineage and generation) and process (0-11: 0 for primaries, 2
+  for products of nuclear interactions). ``weight`` follows the phase-2 scheme
+  (:func:`hepexp.metrics.trackml.hit_weights`), sum 1 over the event.
+
+Calibrated on the real 5% event (``benchmarks/trackml_realism.py``, docs/benchmarks.md): the
+layer material (from the multiple-scattering angles and momentum losses between consecutive
+hits), the effective nuclear-interaction rate ``x0_over_lambda`` = 0.6 with 4 products per
+interaction (giving the real 21% of secondaries; it is higher than silicon's X0/lambda_I = 0.2
+because it also stands for interactions of neutral hadrons, which are not simulated), the
+cluster model and the charge scale of pixel cells.
 
 Everything is vectorised over particles (loops over propagation steps and layers only). The
 result is fully determined by ``(n_particles, seed, options)``.
@@ -248,7 +260,6 @@ class _Detector:
     thickness: np.ndarray
     pitch_u: np.ndarray
     pitch_v: np.ndarray
-    barrel: np.ndarray
     spread_u: np.ndarray
     spread_v: np.ndarray
     charge: np.ndarray  # NaN for binary (strip) readout
@@ -267,16 +278,11 @@ class _Detector:
 @lru_cache(maxsize=4)
 def _detector(geometry: Geometry) -> _Detector:
     layers = list(geometry.layers)
-    cols: dict[str, list] = {k: [] for k in ("volume", "layer_id", "module_id", "centre", "u",
-                                               "v", "w", "minhu", "maxhu", "hv", "thickness",
-                                               "pitch_u", "pitch_v", "barrel", "spread_u",
-                                               "spread_v", "charge")}  # fmt: skip
-    offsets, luts, start = [], [], 0
+    per_layer, offsets, luts, start = [], [], [], 0
     for layer in layers:
         f = module_frames(layer)
         n = len(f["module_id"])
-        is_barrel = isinstance(layer, BarrelLayer)
-        if is_barrel:
+        if isinstance(layer, BarrelLayer):
             minhu = maxhu = np.full(n, layer.half_u)
             hv = np.full(n, layer.half_v)
             luts.append(None)
@@ -289,44 +295,59 @@ def _detector(geometry: Geometry) -> _Detector:
                 rows[f["k"][sel]] = start + np.flatnonzero(sel)
                 lut.append(rows)
             luts.append(lut)
-        su, sv, charge = CLUSTER[(layer.technology, is_barrel)]
-        cols["volume"].append(np.full(n, layer.volume_id))
-        cols["layer_id"].append(np.full(n, layer.layer_id))
-        cols["module_id"].append(f["module_id"])
-        cols["centre"].append(np.stack([f["cx"], f["cy"], f["cz"]], axis=1))
-        for axis in "uvw":
-            cols[axis].append(f[axis])
-        cols["minhu"].append(minhu)
-        cols["maxhu"].append(maxhu)
-        cols["hv"].append(hv)
-        cols["thickness"].append(np.full(n, layer.thickness))
-        cols["pitch_u"].append(np.full(n, layer.pitch_u))
-        cols["pitch_v"].append(np.full(n, layer.pitch_v))
-        cols["barrel"].append(np.full(n, is_barrel))
-        cols["spread_u"].append(np.full(n, su))
-        cols["spread_v"].append(np.full(n, sv))
-        cols["charge"].append(np.full(n, np.nan if charge is None else charge))
+        spread_u, spread_v, charge = CLUSTER[(layer.technology, isinstance(layer, BarrelLayer))]
+        per_layer.append(
+            {
+                "volume": np.full(n, layer.volume_id, dtype=np.int64),
+                "layer_id": np.full(n, layer.layer_id, dtype=np.int64),
+                "module_id": f["module_id"].astype(np.int64),
+                "centre": np.stack([f["cx"], f["cy"], f["cz"]], axis=1),
+                "u": f["u"],
+                "v": f["v"],
+                "w": f["w"],
+                "minhu": minhu,
+                "maxhu": maxhu,
+                "hv": hv,
+                "thickness": np.full(n, layer.thickness),
+                "pitch_u": np.full(n, layer.pitch_u),
+                "pitch_v": np.full(n, layer.pitch_v),
+                "spread_u": np.full(n, spread_u),
+                "spread_v": np.full(n, spread_v),
+                "charge": np.full(n, np.nan if charge is None else charge),
+            }
+        )
         offsets.append(start)
         start += n
-    arrays = {k: np.concatenate(v).astype(np.int64 if k in ("volume", "layer_id", "module_id")
-                                          else (bool if k == "barrel" else np.float64))
-              for k, v in cols.items()}  # fmt: skip
-    barrels = [(i, la) for i, la in enumerate(layers) if isinstance(la, BarrelLayer)]
-    disks = [(i, la) for i, la in enumerate(layers) if isinstance(la, DiskLayer)]
+    arrays = {k: np.concatenate([d[k] for d in per_layer]) for k in per_layer[0]}
     margin = 5.0  # mm: let modules at a layer's edge decide (tilted planes, disk offsets)
-    cyl = [(la.radius, la.half_length + margin, la.material, i) for i, la in barrels]
+    cyl = [
+        (la.radius, la.half_length + margin, la.material, i)
+        for i, la in enumerate(layers)
+        if isinstance(la, BarrelLayer)
+    ]
     cyl += [(p.radius, p.half_length, p.material, -1) for p in geometry.passive]
+    dsk = [
+        (la.z, la.r_min - margin, la.r_max + margin, la.material, i)
+        for i, la in enumerate(layers)
+        if isinstance(la, DiskLayer)
+    ]
     cyl_r, cyl_hz, cyl_x0, cyl_layer = (np.array(c) for c in zip(*cyl, strict=True))
-    dsk = [(la.z, la.r_min - margin, la.r_max + margin, la.material, i) for i, la in disks]
-    disk_z, disk_rmin, disk_rmax, disk_x0, disk_layer = (
-        np.array(c) for c in zip(*dsk, strict=True)
-    )
+    disk_z, rmin, rmax, disk_x0, disk_layer = (np.array(c) for c in zip(*dsk, strict=True))
     return _Detector(
-        layers=layers, offsets=np.array(offsets), disk_lut=luts, **arrays,
-        cyl_r=cyl_r, cyl_hz=cyl_hz, cyl_x0=cyl_x0, cyl_layer=cyl_layer.astype(np.int64),
-        disk_z=disk_z, disk_rmin=disk_rmin, disk_rmax=disk_rmax, disk_x0=disk_x0,
+        layers=layers,
+        offsets=np.array(offsets),
+        disk_lut=luts,
+        **arrays,
+        cyl_r=cyl_r,
+        cyl_hz=cyl_hz,
+        cyl_x0=cyl_x0,
+        cyl_layer=cyl_layer.astype(np.int64),
+        disk_z=disk_z,
+        disk_rmin=rmin,
+        disk_rmax=rmax,
+        disk_x0=disk_x0,
         disk_layer=disk_layer.astype(np.int64),
-    )  # fmt: skip
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -592,10 +613,16 @@ def _propagate(
         turn[alive] += np.abs(kappa) * s
 
         is_cyl = index < n_cyl
-        layer = np.where(is_cyl, det.cyl_layer[np.minimum(index, n_cyl - 1)],
-                         det.disk_layer[np.maximum(index - n_cyl, 0)])  # fmt: skip
-        x0 = np.where(is_cyl, det.cyl_x0[np.minimum(index, n_cyl - 1)],
-                      det.disk_x0[np.maximum(index - n_cyl, 0)])  # fmt: skip
+        layer = np.where(
+            is_cyl,
+            det.cyl_layer[np.minimum(index, n_cyl - 1)],
+            det.disk_layer[np.maximum(index - n_cyl, 0)],
+        )
+        x0 = np.where(
+            is_cyl,
+            det.cyl_x0[np.minimum(index, n_cyl - 1)],
+            det.disk_x0[np.maximum(index - n_cyl, 0)],
+        )
         sensitive = layer >= 0
         out["row"].append(rows[alive[sensitive]])
         out["layer"].append(layer[sensitive])
@@ -723,9 +750,14 @@ def _module_hits(det: _Detector, cr: dict[str, np.ndarray], q: np.ndarray) -> di
         res["u"].append(u[inside])
         res["v"].append(v[inside])
     if not res["row"]:
-        return {"row": np.zeros(0, np.int64), "module": np.zeros(0, np.int64),
-                "pos": np.zeros((0, 3)), "mom": np.zeros((0, 3)), "u": np.zeros(0),
-                "v": np.zeros(0)}  # fmt: skip
+        return {
+            "row": np.zeros(0, np.int64),
+            "module": np.zeros(0, np.int64),
+            "pos": np.zeros((0, 3)),
+            "mom": np.zeros((0, 3)),
+            "u": np.zeros(0),
+            "v": np.zeros(0),
+        }
     return {k: np.concatenate(v) for k, v in res.items()}
 
 
@@ -807,8 +839,9 @@ def _noise(
     half_u = det.minhu[module] + (det.maxhu[module] - det.minhu[module]) * (v + hv) / (2 * hv)
     u = rng.uniform(-1, 1, n_noise) * half_u
     # a random direction within ~65 degrees of the module normal, for the cluster shape
-    local = np.stack([rng.normal(0, 0.6, n_noise), rng.normal(0, 0.6, n_noise),
-                      np.ones(n_noise)], axis=1)  # fmt: skip
+    local = np.stack(
+        [rng.normal(0, 0.6, n_noise), rng.normal(0, 0.6, n_noise), np.ones(n_noise)], axis=1
+    )
     local /= np.linalg.norm(local, axis=1, keepdims=True)
     direction = (
         local[:, :1] * det.u[module] + local[:, 1:2] * det.v[module] + local[:, 2:] * det.w[module]
@@ -829,8 +862,13 @@ def encode_particle_id(
 ) -> np.ndarray:
     """TrackML particle_id bit field: vertex 52-63, primary 36-51, generation 24-35,
     secondary 12-23, process 0-11 (as int64: vertex ids >= 2048 set the sign bit)."""
-    fields = [(vertex_id, 52, 12), (primary_id, 36, 16), (generation, 24, 12),
-              (secondary_id, 12, 12), (process, 0, 12)]  # fmt: skip
+    fields = [
+        (vertex_id, 52, 12),
+        (primary_id, 36, 16),
+        (generation, 24, 12),
+        (secondary_id, 12, 12),
+        (process, 0, 12),
+    ]
     out = np.zeros(len(np.asarray(vertex_id)), dtype=np.uint64)
     for values, shift, bits in fields:
         values = np.asarray(values, dtype=np.int64)
@@ -843,8 +881,13 @@ def encode_particle_id(
 def decode_particle_id(particle_id: np.ndarray) -> dict[str, np.ndarray]:
     """Inverse of :func:`encode_particle_id`."""
     pid = np.asarray(particle_id, dtype=np.int64).view(np.uint64)
-    fields = {"vertex_id": (52, 12), "primary_id": (36, 16), "generation": (24, 12),
-              "secondary_id": (12, 12), "process": (0, 12)}  # fmt: skip
+    fields = {
+        "vertex_id": (52, 12),
+        "primary_id": (36, 16),
+        "generation": (24, 12),
+        "secondary_id": (12, 12),
+        "process": (0, 12),
+    }
     return {
         name: ((pid >> np.uint64(shift)) & np.uint64((1 << bits) - 1)).astype(np.int64)
         for name, (shift, bits) in fields.items()
@@ -856,8 +899,9 @@ def _secondary_ids(particles: dict[str, np.ndarray]) -> np.ndarray:
     sec = np.zeros(len(particles["pdg"]), dtype=np.int64)
     is_sec = particles["generation"] > 0
     if is_sec.any():
-        key = pd.DataFrame({k: particles[k][is_sec] for k in ("vertex_id", "primary_id",
-                                                               "generation")})  # fmt: skip
+        key = pd.DataFrame(
+            {k: particles[k][is_sec] for k in ("vertex_id", "primary_id", "generation")}
+        )
         sec[is_sec] = key.groupby(list(key.columns), sort=False).cumcount().to_numpy() + 1
     return sec
 
@@ -923,49 +967,93 @@ def simulate_event(
     all_module = np.concatenate([module, nz_module])
     all_u = np.concatenate([u_meas, nz_u])
     all_v = np.concatenate([v_meas, nz_v])
-    meas = (det.centre[all_module] + all_u[:, None] * det.u[all_module]
-            + all_v[:, None] * det.v[all_module])  # fmt: skip
+    meas = (
+        det.centre[all_module]
+        + all_u[:, None] * det.u[all_module]
+        + all_v[:, None] * det.v[all_module]
+    )
 
     # particle table
     secondary_id = _secondary_ids(particles)
-    pid = encode_particle_id(particles["vertex_id"], particles["primary_id"],
-                             particles["generation"], secondary_id, particles["process"])  # fmt: skip
+    pid = encode_particle_id(
+        particles["vertex_id"],
+        particles["primary_id"],
+        particles["generation"],
+        secondary_id,
+        particles["process"],
+    )
     nhits = np.bincount(hits["row"], minlength=len(pid))
 
     # hit ordering: by volume, layer, module, then at random; hit_id = 1..N
     n_hits = len(all_module)
-    order = np.lexsort((rng.permutation(n_hits), det.module_id[all_module],
-                        det.layer_id[all_module], det.volume[all_module]))  # fmt: skip
+    order = np.lexsort(
+        (
+            rng.permutation(n_hits),
+            det.module_id[all_module],
+            det.layer_id[all_module],
+            det.volume[all_module],
+        )
+    )
     hit_id = np.empty(n_hits, dtype=np.int64)
     hit_id[order] = np.arange(1, n_hits + 1)
 
     hit_pid = np.concatenate([pid[hits["row"]], np.zeros(n_noise, dtype=np.int64)])
     true_pos = np.concatenate([hits["pos"], meas[n_signal:]])
     true_mom = np.concatenate([hits["mom"], np.zeros((n_noise, 3))])
-    hits_df = pd.DataFrame({
-        "hit_id": hit_id, "x": meas[:, 0], "y": meas[:, 1], "z": meas[:, 2],
-        "volume_id": det.volume[all_module], "layer_id": det.layer_id[all_module],
-        "module_id": det.module_id[all_module],
-    }).iloc[order].reset_index(drop=True)  # fmt: skip
-    truth_df = pd.DataFrame({
-        "hit_id": hit_id, "particle_id": hit_pid,
-        "tx": true_pos[:, 0], "ty": true_pos[:, 1], "tz": true_pos[:, 2],
-        "tpx": true_mom[:, 0], "tpy": true_mom[:, 1], "tpz": true_mom[:, 2],
-    }).iloc[order].reset_index(drop=True)  # fmt: skip
+    hits_df = (
+        pd.DataFrame(
+            {
+                "hit_id": hit_id,
+                "x": meas[:, 0],
+                "y": meas[:, 1],
+                "z": meas[:, 2],
+                "volume_id": det.volume[all_module],
+                "layer_id": det.layer_id[all_module],
+                "module_id": det.module_id[all_module],
+            }
+        )
+        .iloc[order]
+        .reset_index(drop=True)
+    )
+    truth_df = (
+        pd.DataFrame(
+            {
+                "hit_id": hit_id,
+                "particle_id": hit_pid,
+                "tx": true_pos[:, 0],
+                "ty": true_pos[:, 1],
+                "tz": true_pos[:, 2],
+                "tpx": true_mom[:, 0],
+                "tpy": true_mom[:, 1],
+                "tpz": true_mom[:, 2],
+            }
+        )
+        .iloc[order]
+        .reset_index(drop=True)
+    )
     cell_hit = np.concatenate([cells[0], nz_cells[0] + n_signal])
-    cells_df = pd.DataFrame({
-        "hit_id": hit_id[cell_hit],
-        "ch0": np.concatenate([cells[1], nz_cells[1]]),
-        "ch1": np.concatenate([cells[2], nz_cells[2]]),
-        "value": np.concatenate([cells[3], nz_cells[3]]),
-    }).sort_values(["hit_id", "ch0", "ch1"], ignore_index=True)  # fmt: skip
-    particles_df = pd.DataFrame({
-        "particle_id": pid, "particle_type": particles["pdg"],
-        "vx": particles["origin"][:, 0], "vy": particles["origin"][:, 1],
-        "vz": particles["origin"][:, 2],
-        "px": particles["mom"][:, 0], "py": particles["mom"][:, 1], "pz": particles["mom"][:, 2],
-        "q": particles["q"], "nhits": nhits,
-    }).sort_values("particle_id", ignore_index=True)  # fmt: skip
+    cells_df = pd.DataFrame(
+        {
+            "hit_id": hit_id[cell_hit],
+            "ch0": np.concatenate([cells[1], nz_cells[1]]),
+            "ch1": np.concatenate([cells[2], nz_cells[2]]),
+            "value": np.concatenate([cells[3], nz_cells[3]]),
+        }
+    ).sort_values(["hit_id", "ch0", "ch1"], ignore_index=True)
+    particles_df = pd.DataFrame(
+        {
+            "particle_id": pid,
+            "particle_type": particles["pdg"],
+            "vx": particles["origin"][:, 0],
+            "vy": particles["origin"][:, 1],
+            "vz": particles["origin"][:, 2],
+            "px": particles["mom"][:, 0],
+            "py": particles["mom"][:, 1],
+            "pz": particles["mom"][:, 2],
+            "q": particles["q"],
+            "nhits": nhits,
+        }
+    ).sort_values("particle_id", ignore_index=True)
     truth_df["weight"] = hit_weights(truth_df, particles_df)
     return hits_df, cells_df, particles_df, truth_df
 
