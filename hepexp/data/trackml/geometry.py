@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hepexp.errors import DataError
+
 #: columns of ``detectors.csv`` (the real file has an extra unnamed index column first)
 DETECTOR_COLUMNS = [
     "volume_id",
@@ -420,14 +422,12 @@ _TRACKML = Geometry(
 # reading detectors.csv
 
 
-class DetectorFormatError(ValueError):
+class DetectorFormatError(DataError):
     """A malformed ``detectors.csv``: names the file, the column and what was expected."""
 
-    def __init__(self, path: object, column: str | None, problem: str) -> None:
-        self.path = str(path)
-        self.column = column
-        where = self.path + (f", column '{column}'" if column else "")
-        super().__init__(f"{where}: {problem}")
+    @property
+    def column(self) -> str | None:
+        return self.field
 
 
 def load_detectors(path: str | os.PathLike) -> pd.DataFrame:

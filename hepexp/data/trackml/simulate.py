@@ -61,8 +61,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -72,6 +70,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from hepexp.data.cache import SETTINGS_FILE, ensure_generated
 from hepexp.data.trackml.geometry import (
     LONG_STRIP,
     PIXEL,
@@ -84,10 +83,10 @@ from hepexp.data.trackml.geometry import (
 )
 from hepexp.data.trackml.io import PARTS, event_prefix, list_events, write_event
 from hepexp.metrics.trackml import hit_weights
+from hepexp.utils.io import write_json
 
 #: bump when the simulator's output changes, so that cached datasets are regenerated
 SIMULATOR_VERSION = 1
-SETTINGS_FILE = "simulation.json"
 
 C_LIGHT = 0.299792458e-3  # GeV / (T mm): pT [GeV] = C_LIGHT * B [T] * R [mm]
 X0_SILICON = 93.7  # mm
@@ -1103,6 +1102,20 @@ def event_seed(seed: int, event_index: int) -> list[int]:
     return [int(seed), int(event_index)]
 
 
+def _write_events(
+    out_dir: Path,
+    n_events: int,
+    n_particles: int,
+    seed: int,
+    compress: bool,
+    progress: bool,
+    **options: Any,
+) -> None:
+    for i in tqdm(range(n_events), desc="simulating TrackML events", disable=not progress):
+        frames = simulate_event(n_particles, event_seed(seed, i), **options)
+        write_event(event_prefix(out_dir, i + 1), *frames, compress=compress)
+
+
 def simulate_dataset(
     out_dir: str | os.PathLike,
     n_events: int,
@@ -1118,34 +1131,9 @@ def simulate_dataset(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / SETTINGS_FILE).unlink(missing_ok=True)
-    for i in tqdm(range(n_events), desc="simulating TrackML events", disable=not progress):
-        frames = simulate_event(n_particles, event_seed(seed, i), **options)
-        write_event(event_prefix(out_dir, i + 1), *frames, compress=compress)
-    _write_json(out_dir / SETTINGS_FILE, settings)
+    _write_events(out_dir, n_events, n_particles, seed, compress, progress, **options)
+    write_json(out_dir / SETTINGS_FILE, settings)
     return out_dir
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2, sort_keys=True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _complete(out_dir: Path, n_events: int, compress: bool) -> bool:
-    """Whether ``out_dir`` holds exactly events 1..n_events with all four parts."""
-    if list_events(out_dir, PARTS) != list(range(1, n_events + 1)):
-        return False
-    suffix = ".csv.gz" if compress else ".csv"
-    return all(
-        Path(f"{event_prefix(out_dir, i)}-{part}{suffix}").exists()
-        for i in range(1, n_events + 1)
-        for part in PARTS
-    )
 
 
 def ensure_simulated(
@@ -1158,32 +1146,22 @@ def ensure_simulated(
     **options: Any,
 ) -> Path:
     """Return ``out_dir`` holding the simulated dataset with these settings, simulating it only
-    when ``simulation.json`` is absent, records other settings, or events are missing.
+    when it holds none or one made with other settings.
 
-    A directory with other settings is regenerated: the new events are written into a
-    temporary sibling directory which then replaces ``out_dir`` (no half-written dataset is
-    left behind if interrupted).
+    The events are written into a temporary sibling directory which then replaces ``out_dir``
+    (no half-written dataset is left behind if interrupted).
     """
-    out_dir = Path(out_dir)
-    wanted = dataset_settings(n_events, n_particles, seed, compress, **options)
-    recorded = out_dir / SETTINGS_FILE
-    if recorded.exists():
-        try:
-            current = json.loads(recorded.read_text())
-        except json.JSONDecodeError:
-            current = None
-        if current == wanted and _complete(out_dir, n_events, compress):
-            return out_dir
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        simulate_dataset(tmp, n_events, n_particles, seed, compress, progress, **options)
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old.{os.getpid()}")
-            os.replace(out_dir, old)
-            shutil.rmtree(old, ignore_errors=True)
-        os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir
+    settings = dataset_settings(n_events, n_particles, seed, compress, **options)
+
+    def generate(tmp: Path) -> None:
+        _write_events(tmp, n_events, n_particles, seed, compress, progress, **options)
+
+    def complete(directory: Path) -> bool:
+        suffix = ".csv.gz" if compress else ".csv"
+        return list_events(directory, PARTS) == list(range(1, n_events + 1)) and all(
+            Path(f"{event_prefix(directory, i)}-{part}{suffix}").exists()
+            for i in range(1, n_events + 1)
+            for part in PARTS
+        )
+
+    return ensure_generated(out_dir, settings, generate, is_complete=complete)
