@@ -1,0 +1,1 @@
+"""hepexp: Hydra-configured experiment framework for machine learning in high-energy physics."""

@@ -1,0 +1,1 @@
+"""Data sources: readers for real formats, built-in simulators, streaming datasets."""

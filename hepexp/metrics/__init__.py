@@ -1,0 +1,1 @@
+"""Metrics: tracking scores, resolutions, distribution distances."""
