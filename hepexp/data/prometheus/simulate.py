@@ -73,7 +73,9 @@ __all__ = [
     "hadron_light_factor",
     "expected_photons",
     "simulate_events",
+    "simulate_photons",
     "ensure_simulated",
+    "settings_path",
     "fit_light_model",
 ]
 
