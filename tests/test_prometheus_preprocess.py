@@ -168,3 +168,32 @@ def test_huge_ids_use_the_multi_key_fallback():
     assert (huge["string_id"] == 2**31 - 1).all()
     with pytest.raises(ValueError, match="32-bit"):
         om_histograms(photons_from(times, string=2**31))
+
+
+def test_streaming_om_batches_into_a_dataloader(tmp_path):
+    from functools import partial
+
+    import torch
+    from torch.utils.data import DataLoader
+
+    from hepexp.data.streaming import ParquetStream
+
+    parts = preprocess_events(
+        real_events_path(), tmp_path, chunk_size=700, row_group_size=256, progress=False
+    )
+    ds = ParquetStream(
+        parts,
+        batch_size=128,
+        shuffle=True,
+        shuffle_buffer=512,
+        transform=partial(om_batch, num_bins=6400),
+    )
+    batches = list(DataLoader(ds, batch_size=None, num_workers=0))
+    assert all(
+        isinstance(b["counts"], torch.Tensor) and b["counts"].shape[1] == 6400 for b in batches
+    )
+    counts = torch.cat([b["counts"] for b in batches])
+    n_photons = torch.cat([b["n_photons"] for b in batches])
+    assert counts.shape == (2136, 6400) and counts.dtype == torch.float32
+    assert torch.equal(counts.sum(dim=1), n_photons.float())
+    assert int(n_photons.sum()) == 217214
