@@ -48,8 +48,8 @@ def resolve_rank(rank: int | None = None, world_size: int | None = None) -> tupl
 
 
 def table_to_numpy(table: pa.Table) -> dict[str, np.ndarray]:
-    """Default transform: flat columns as numpy arrays, list columns as object arrays."""
-    return {name: table.column(name).to_numpy() for name in table.schema.names}
+    """Default transform: flat columns as (writable) numpy arrays, list columns as object arrays."""
+    return {name: np.array(table.column(name).to_numpy()) for name in table.schema.names}
 
 
 class ParquetStream(IterableDataset):

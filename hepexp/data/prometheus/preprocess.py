@@ -341,5 +341,5 @@ def om_batch(table: pa.Table | pa.RecordBatch, num_bins: int) -> dict[str, np.nd
     out["pos"] = np.stack([table.column(c).to_numpy() for c in "xyz"], axis=1).astype(np.float32)
     for k in ("string_id", "sensor_id", "event_index", "n_photons"):
         if k in names:
-            out[k] = table.column(k).to_numpy()
+            out[k] = np.array(table.column(k).to_numpy())  # writable copy (torch needs one)
     return out
