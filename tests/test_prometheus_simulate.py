@@ -137,7 +137,7 @@ def test_truth_is_consistent(default_sim):
 
 
 def test_energy_spectrum_and_directions(tmp_path):
-    path = simulate_events(tmp_path / "s.parquet", 400, seed=3, progress=False, min_photons=0)
+    path = simulate_events(tmp_path / "s.parquet", 300, seed=3, progress=False, min_photons=0)
     mc = read_events(path, columns=["mc_truth"]).mc_truth
     u = np.log(ak.to_numpy(mc.initial_state_energy) / 1e3) / np.log(1e3)
     assert kstest(u, "uniform").pvalue > 1e-3  # E^-1 = log-uniform over 1 TeV-1 PeV
@@ -145,7 +145,7 @@ def test_energy_spectrum_and_directions(tmp_path):
     az = ak.to_numpy(mc.initial_state_azimuth)
     assert az.min() > -np.pi and az.max() <= np.pi
     steep = simulate_events(
-        tmp_path / "g2.parquet", 300, seed=3, progress=False, min_photons=0, spectral_index=2.0
+        tmp_path / "g2.parquet", 200, seed=3, progress=False, min_photons=0, spectral_index=2.0
     )
     e2 = ak.to_numpy(read_events(steep, columns=["mc_truth"]).mc_truth.initial_state_energy)
     # E^-2 between 1e3 and 1e6: median = 2e3 GeV

@@ -648,6 +648,10 @@ def _make_options(options: Mapping[str, Any]) -> SimulationOptions:
         raise TypeError(f"unknown simulation option '{bad[0]}'; valid options: {sorted(valid)}")
     opts = dict(options)
     if opts.get("geometry") is not None:
+        if not isinstance(opts["geometry"], (str, os.PathLike)):
+            raise TypeError(
+                f"geometry must be a .geo path or None, got {type(opts['geometry']).__name__}"
+            )
         opts["geometry"] = str(opts["geometry"])
     if "interactions" in opts:
         opts["interactions"] = {str(k): float(v) for k, v in dict(opts["interactions"]).items()}
