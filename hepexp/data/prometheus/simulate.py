@@ -396,14 +396,14 @@ def _sample_kinematics(
     }
 
 
-def _kinematics_from_truth(mc: ak.Array, cyl: _Cylinder) -> dict:
+def _kinematics_from_truth(mc: ak.Array) -> dict:
     """Candidate kinematics of given ``mc_truth`` records (lepton = final state 1, hadrons = 2)."""
-    fs = {
-        k: ak.to_numpy(mc[f"final_state_{k}"][:, :2])
-        for k in ("energy", "type", "zenith", "azimuth")
-    }
-    if fs["type"].shape[1] != 2 or not np.all(fs["type"][:, 1] == HADRON_PDG):
-        raise ValueError("mc_truth needs two final states per event: lepton, then hadrons")
+    types = mc.final_state_type
+    if len(mc) and (
+        not ak.all(ak.num(types, axis=1) == 2) or not ak.all(types[:, 1] == HADRON_PDG)
+    ):
+        raise ValueError("mc_truth needs two final states per event: the lepton, then the hadrons")
+    fs = {k: ak.to_numpy(mc[f"final_state_{k}"]) for k in ("energy", "type", "zenith", "azimuth")}
     vtx = np.stack([ak.to_numpy(mc[f"initial_state_{c}"]) for c in "xyz"], axis=1).astype(float)
     lep = fs["type"][:, 0].astype(np.int64)
     return {
@@ -442,7 +442,7 @@ def simulate_photons(
     cyl = _injection_cylinder(om, opts.padding)
     light_cyl = _Cylinder(cyl.centre, cyl.radius + 300.0, cyl.height + 600.0)
     rng = np.random.default_rng(seed)
-    kin = _kinematics_from_truth(mc_truth, cyl)
+    kin = _kinematics_from_truth(mc_truth)
     n = len(kin["energy"])
     ph = _add_noise(
         rng, _propagate(rng, _emitters(rng, kin, opts, light_cyl), om, opts), n, len(om), opts
