@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-# ../shared beside the repository; HEPEXP_SHARED overrides it (e.g. for git worktrees)
-SHARED = Path(
-    os.environ.get("HEPEXP_SHARED", Path(__file__).resolve().parents[1].parent / "shared")
-)
+from .conftest import SHARED as SHARED
+
 REAL_EVENTS = SHARED / "data" / "prometheus" / "example_photons.parquet"
 REAL_GEO = SHARED / "data" / "prometheus" / "icecube.geo"
 

@@ -9,7 +9,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from prometheus_helpers import real_events_path, real_geo_path
 
 from hepexp.data.prometheus.io import (
     EVENT_SCHEMA,
@@ -22,6 +21,8 @@ from hepexp.data.prometheus.io import (
     write_events,
     write_geometry,
 )
+
+from .prometheus_helpers import real_events_path, real_geo_path
 
 
 def toy_events(n_photons=(3, 0, 2)) -> ak.Array:

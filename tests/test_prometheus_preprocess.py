@@ -7,8 +7,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from prometheus_helpers import real_events_path
-from test_prometheus_io import toy_events
+from .test_prometheus_io import toy_events
 
 from hepexp.data.prometheus.io import read_events, write_events
 from hepexp.data.prometheus.preprocess import (
@@ -18,6 +17,8 @@ from hepexp.data.prometheus.preprocess import (
     preprocess_events,
     read_timing_meta,
 )
+
+from .prometheus_helpers import real_events_path
 
 
 def photons_from(times_per_om: list[list[float]], string: int = 7) -> ak.Array:

@@ -8,7 +8,6 @@ import awkward as ak
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from prometheus_helpers import real_events_path, real_geo_path
 from scipy.spatial import cKDTree
 from scipy.stats import kstest
 
@@ -25,6 +24,8 @@ from hepexp.data.prometheus.simulate import (
     simulate_events,
     simulate_photons,
 )
+
+from .prometheus_helpers import real_events_path, real_geo_path
 
 
 @pytest.fixture(scope="module")

@@ -48,9 +48,13 @@ class JetAutoencoder(HEPModule):
     ) -> None:
         super().__init__(**base)
         self.features = list(features)
-        weights = torch.ones(len(self.features)) if loss_weights is None else torch.tensor(loss_weights)
+        weights = (
+            torch.ones(len(self.features)) if loss_weights is None else torch.tensor(loss_weights)
+        )
         if weights.shape != (len(self.features),) or (weights < 0).any():
-            raise ValueError(f"loss_weights needs {len(self.features)} non-negative numbers, got {loss_weights}")
+            raise ValueError(
+                f"loss_weights needs {len(self.features)} non-negative numbers, got {loss_weights}"
+            )
         self.register_buffer("loss_weights", weights / weights.mean(), persistent=False)
         self.latent_dim = latent_dim
         self.transform = FeatureTransform(self.features, transforms)

@@ -31,6 +31,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from hepexp.errors import HepexpError
+
 __all__ = [
     "CONFIG_KEY",
     "MC_TRUTH_FIELDS",
@@ -91,7 +93,7 @@ _REQUIRED_PHOTON_FIELDS = (
 )
 
 
-class PrometheusFormatError(ValueError):
+class PrometheusFormatError(HepexpError, ValueError):
     """A file does not follow the Prometheus event (or `.geo`) format."""
 
 
