@@ -27,6 +27,7 @@ TINY_DATA = {
         "data.simulation.n_val=600",
         "data.simulation.n_test=600",
     ],
+    "prometheus": ["data.simulation.n_events=20", "data.batch_size=32"],
 }
 
 

@@ -24,7 +24,17 @@ import numpy as np
 import torch
 from scipy.special import ndtr
 
-__all__ = ["js_distance", "AsymmetricGaussianMixture", "fit_asymmetric_gmm", "sparse_from_dense"]
+__all__ = [
+    "PHOTON_CLASSES",
+    "AsymmetricGaussianMixture",
+    "by_photon_class",
+    "fit_asymmetric_gmm",
+    "js_distance",
+    "ks_distance",
+    "multinomial_resample",
+    "photon_class_name",
+    "sparse_from_dense",
+]
 
 
 def js_distance(p, q, axis: int = -1):
@@ -248,3 +258,53 @@ def _em(x, w, valid, k, n_iter, tol, sigma_min):
         wk[active], mu[active], sl[active], sr[active] = a_wk, a_mu, a_sl, a_sr
         active = active[improving]
     return wk, mu, sl, sr
+
+
+#: photon-count classes of OMs used to break per-OM metrics down: 1, 2-10, 11-100, > 100
+PHOTON_CLASSES: tuple[tuple[int, int], ...] = ((1, 1), (2, 10), (11, 100), (101, 2**62))
+
+
+def photon_class_name(lo: int, hi: int) -> str:
+    """``"1"``, ``"2-10"``, ``">100"``: the name of a photon-count class."""
+    if lo == hi:
+        return str(lo)
+    return f">{lo - 1}" if hi >= 2**62 else f"{lo}-{hi}"
+
+
+def by_photon_class(values: np.ndarray, n_photons: np.ndarray) -> dict[str, dict[str, float]]:
+    """Mean, median and number of OMs of ``values`` per photon-count class."""
+    values, n_photons = np.asarray(values, dtype=np.float64), np.asarray(n_photons)
+    out = {}
+    for lo, hi in PHOTON_CLASSES:
+        sel = values[(n_photons >= lo) & (n_photons <= hi)]
+        out[photon_class_name(lo, hi)] = {
+            "n": int(sel.size),
+            "mean": float(sel.mean()) if sel.size else float("nan"),
+            "median": float(np.median(sel)) if sel.size else float("nan"),
+        }
+    return out
+
+
+def ks_distance(p, q, axis: int = -1):
+    """Kolmogorov distance (max |CDF difference|) between histograms along ``axis``, each
+    normalised; numpy or torch. Empty rows count as distance 1 to non-empty ones."""
+    if isinstance(p, torch.Tensor) or isinstance(q, torch.Tensor):
+        p, q = torch.as_tensor(p).double(), torch.as_tensor(q).double()
+        sp, sq = p.sum(axis, keepdim=True), q.sum(axis, keepdim=True)
+        cp = torch.cumsum(p, axis) / sp.clamp_min(1e-300)
+        cq = torch.cumsum(q, axis) / sq.clamp_min(1e-300)
+        dist = (cp - cq).abs().amax(axis)
+        empty_p, empty_q = sp.squeeze(axis) == 0, sq.squeeze(axis) == 0
+        return torch.where(empty_p ^ empty_q, torch.ones_like(dist), dist.where(~empty_p, 0.0))
+    p, q = np.asarray(p, dtype=np.float64), np.asarray(q, dtype=np.float64)
+    return ks_distance(torch.from_numpy(p), torch.from_numpy(q), axis).numpy()
+
+
+def multinomial_resample(
+    probs: np.ndarray, n_photons: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """Histograms of ``n_photons[i]`` photons drawn from the distribution ``probs[i]`` (rows
+    renormalised): what a detector would record if ``probs`` were the true distribution."""
+    p = np.asarray(probs, dtype=np.float64)
+    p = p / p.sum(axis=1, keepdims=True)
+    return rng.multinomial(np.asarray(n_photons, dtype=np.int64), p)

@@ -253,10 +253,13 @@ def preprocess_events(
     row_group_size: int = 8192,
     batch_size: int = 500,
     progress: bool = True,
+    events: Sequence[int] | np.ndarray | None = None,
 ) -> list[Path]:
     """Turn Prometheus event files into per-OM timing-histogram Parquet files; returns their paths.
 
     Streams ``batch_size`` events at a time (:func:`iter_events`), so memory stays bounded.
+    ``events`` keeps only these event indices (running over the input files in order; e.g. one
+    split of a dataset); ``event_index`` in the output is always this global index.
     Existing ``part-*.parquet`` files in ``output_dir`` are replaced; stale higher-numbered parts
     are removed.
     """
@@ -283,12 +286,19 @@ def preprocess_events(
         "sources": [str(p) for p in paths],
         "version": 1,
     }
+    keep = None if events is None else np.unique(np.asarray(events, dtype=np.int64))
     writer = _ChunkedWriter(out_dir, _schema(fmt, meta), chunk_size, row_group_size)
     n_events = 0
     try:
         with tqdm(desc="OM histograms", unit="ev", disable=not progress) as bar:
             for batch in iter_events(paths, batch_size=batch_size, columns=["photons"]):
-                h = om_histograms(batch.photons, num_bins, max_time, event_offset=n_events)
+                if keep is None:
+                    h = om_histograms(batch.photons, num_bins, max_time, event_offset=n_events)
+                else:
+                    lo, hi = np.searchsorted(keep, [n_events, n_events + len(batch)])
+                    local = keep[lo:hi] - n_events
+                    h = om_histograms(batch.photons[local], num_bins, max_time)
+                    h["event_index"] = keep[lo:hi][h["event_index"]]
                 n_events += len(batch)
                 start, n_om = 0, len(h["n_photons"])
                 while start < n_om:

@@ -1,0 +1,396 @@
+"""model=om2vec: a VAE from the photon arrival-time histogram of one optical module to a latent.
+
+The model is an encoder (histogram -> posterior mean and log-variance of ``latent_dim``
+numbers) and a decoder (latent -> probability of every time bin). Reconstruction loss: Poisson
+negative log-likelihood of the counts with rate = decoded probability x the OM's photon count.
+Since the rates sum to the photon count, it equals the multinomial NLL ``-sum_j c_j log p_j`` up
+to terms that do not depend on the model, so it is evaluated at the non-empty bins only.
+Plus ``beta`` x the KL divergence to N(0, 1), with beta raised from 0 to ``beta`` over
+``beta_warmup_steps`` (cosine, as the original; ``beta_schedule: constant`` skips it).
+
+Two encoder/decoder pairs (chosen by ``_target_`` in the config):
+
+* reference (``model=om2vec_reference``): the original om2vec Transformer VAE, on the dense
+  log(1 + counts) input: Linear(num_bins -> 1024), per-value embedding to d = 32, three
+  Transformer layers each followed by a down-projection of the sequence 1024 -> 512 -> 256 ->
+  2L, mu/logvar heads; the decoder mirrors it (L -> 256 -> 512 -> 1024 -> num_bins) and ends in a
+  softmax over the bins. ~15 M parameters at 6400 bins; attention over 1024-long sequences of
+  scalars makes it slow.
+* sparse (default, ``model=om2vec``): keeps what carries a bin's identity -- a learned vector per
+  bin at the input (evaluated on the non-empty bins only, ``nn.EmbeddingBag``) and at the output
+  (Linear(rank -> num_bins) + softmax) -- and replaces the Transformer stages by MLPs. An
+  earlier variant that decoded to a mixture of logistic distributions in time (regressing
+  photon times) learned far more slowly: sub-ns regression of a time is hard for SGD, picking a
+  bin is a classification (``docs/benchmarks.md``, om2vec).
+
+Latents handed out by :meth:`Om2Vec.encode` / ``convert`` are the posterior means.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from hepexp.data.prometheus.datamodule import densify_batch
+from hepexp.models.base import HEPModule
+
+if TYPE_CHECKING:
+    from hepexp.data.prometheus.datamodule import PrometheusDataModule
+
+Batch = Mapping[str, torch.Tensor]
+
+
+def _om_rows(batch: Batch) -> torch.Tensor:
+    """The OM (row) of every non-empty bin of a CSR batch."""
+    offsets = batch["offsets"]
+    return torch.repeat_interleave(
+        torch.arange(len(offsets) - 1, device=offsets.device), offsets.diff()
+    )
+
+
+def _log_input(batch: Batch, num_bins: int) -> torch.Tensor:
+    counts = batch["counts"] if "counts" in batch else densify_batch(batch, num_bins)
+    return torch.log1p(counts.float())
+
+
+# ---------------------------------------------------------------------------------------------
+# Reference architecture (original om2vec)
+# ---------------------------------------------------------------------------------------------
+class _SequenceStage(nn.Module):
+    """A Transformer layer over (B, S, d) followed by a linear map of the sequence axis S -> S'."""
+
+    def __init__(self, length: int, new_length: int, d: int, heads: int, ff: int) -> None:
+        super().__init__()
+        self.layer = nn.TransformerEncoderLayer(
+            d, heads, ff, dropout=0.0, batch_first=True, norm_first=True, activation="gelu"
+        )
+        self.resize = nn.Linear(length, new_length)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.layer(x)
+        return self.resize(x.transpose(1, 2)).transpose(1, 2)
+
+
+class ReferenceEncoder(nn.Module):
+    """Dense log(1 + counts) -> Linear(num_bins, width) -> per-value embedding (d) -> Transformer
+    stages shrinking the sequence ``width -> ... -> 2 latent_dim`` -> mu, logvar heads."""
+
+    def __init__(
+        self,
+        latent_dim: int,
+        num_bins: int,
+        width: int = 1024,
+        stages: tuple[int, ...] = (512, 256),
+        d_model: int = 32,
+        heads: int = 4,
+        ff: int = 128,
+    ) -> None:
+        super().__init__()
+        self.num_bins = num_bins
+        self.inp = nn.Linear(num_bins, width)
+        self.embed = nn.Linear(1, d_model)
+        self.position = nn.Parameter(torch.randn(width, d_model) * 0.02)
+        lengths = [width, *stages, 2 * latent_dim]
+        self.stages = nn.ModuleList(
+            _SequenceStage(a, b, d_model, heads, ff)
+            for a, b in zip(lengths[:-1], lengths[1:], strict=True)
+        )
+        self.mu = nn.Linear(2 * latent_dim * d_model, latent_dim)
+        self.logvar = nn.Linear(2 * latent_dim * d_model, latent_dim)
+
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.inp(_log_input(batch, self.num_bins))
+        x = self.embed(x.unsqueeze(-1)) + self.position
+        for stage in self.stages:
+            x = stage(x)
+        x = x.flatten(1)
+        return self.mu(x), self.logvar(x)
+
+
+class ReferenceDecoder(nn.Module):
+    """Latent -> per-value embedding -> Transformer stages growing the sequence
+    ``latent_dim -> ... -> width`` -> Linear(width, num_bins) -> softmax over bins."""
+
+    def __init__(
+        self,
+        latent_dim: int,
+        num_bins: int,
+        width: int = 1024,
+        stages: tuple[int, ...] = (256, 512),
+        d_model: int = 32,
+        heads: int = 4,
+        ff: int = 128,
+    ) -> None:
+        super().__init__()
+        self.embed = nn.Linear(1, d_model)
+        self.position = nn.Parameter(torch.randn(latent_dim, d_model) * 0.02)
+        lengths = [latent_dim, *stages, width]
+        self.up = nn.ModuleList(
+            nn.Linear(a, b) for a, b in zip(lengths[:-1], lengths[1:], strict=True)
+        )
+        self.layers = nn.ModuleList(
+            nn.TransformerEncoderLayer(
+                d_model,
+                heads,
+                ff,
+                dropout=0.0,
+                batch_first=True,
+                norm_first=True,
+                activation="gelu",
+            )
+            for _ in self.up
+        )
+        self.value = nn.Linear(d_model, 1)
+        self.out = nn.Linear(width, num_bins)
+
+    def logits(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.embed(z.unsqueeze(-1)) + self.position
+        for up, layer in zip(self.up, self.layers, strict=True):
+            x = layer(up(x.transpose(1, 2)).transpose(1, 2))
+        return self.out(self.value(x).squeeze(-1)).float()
+
+    def log_prob(self, z: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """log p of the bin of every non-empty bin of ``batch`` (nnz,)."""
+        logp = torch.log_softmax(self.logits(z), dim=-1)
+        return logp[_om_rows(batch), batch["bin_index"]]
+
+    def probs(self, z: torch.Tensor) -> torch.Tensor:
+        """Probabilities of all bins (B, num_bins)."""
+        return torch.softmax(self.logits(z), dim=-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sparse-aware architecture
+# ---------------------------------------------------------------------------------------------
+def _mlp(sizes: list[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(nn.GELU())
+    return nn.Sequential(*layers)
+
+
+class SparseEncoder(nn.Module):
+    """Bag-of-bins encoder: sum over the non-empty bins j of log(1 + c_j) e_j, with e_j a learned
+    ``embed_dim`` vector per bin -- the same map as the reference's Linear(num_bins -> width) on
+    log(1 + counts), evaluated on the non-empty bins only (``nn.EmbeddingBag``) --, plus
+    log(1 + photons) and log(1 + non-empty bins); LayerNorm and an MLP give mu and logvar.
+
+    ``logvar_init`` starts the posterior nearly deterministic (std e^-5 at -10) so that the
+    decoder sees the signal from the first step; the KL term then sets the width.
+    """
+
+    def __init__(
+        self,
+        latent_dim: int,
+        num_bins: int,
+        embed_dim: int = 256,
+        hidden: int = 512,
+        layers: int = 2,
+        logvar_init: float = -10.0,
+    ) -> None:
+        super().__init__()
+        self.bag = nn.EmbeddingBag(num_bins, embed_dim, mode="sum")
+        self.norm = nn.LayerNorm(embed_dim + 2)
+        self.net = _mlp([embed_dim + 2] + [hidden] * layers + [2 * latent_dim])
+        with torch.no_grad():
+            self.net[-1].bias[latent_dim:] = logvar_init
+
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        offsets = batch["offsets"]
+        x = self.bag(
+            batch["bin_index"], offsets[:-1], per_sample_weights=torch.log1p(batch["bin_count"])
+        )
+        photons = torch.log1p(batch["n_photons"].to(x.dtype)).unsqueeze(1)
+        nonempty = torch.log1p(offsets.diff().to(x.dtype)).unsqueeze(1)
+        mu, logvar = self.net(self.norm(torch.cat([x, photons, nonempty], 1))).chunk(2, dim=-1)
+        return mu, logvar
+
+
+class SoftmaxDecoder(nn.Module):
+    """Latent -> MLP -> ``rank`` features -> Linear(rank, num_bins) -> softmax over bins: the
+    reference's output layer (one learned vector per bin, so a bin's identity needs no
+    regression of a time) without its Transformer stages."""
+
+    def __init__(
+        self, latent_dim: int, num_bins: int, hidden: int = 512, layers: int = 2, rank: int = 256
+    ) -> None:
+        super().__init__()
+        self.net = _mlp([latent_dim] + [hidden] * layers + [rank])
+        self.out = nn.Linear(rank, num_bins)
+
+    def logits(self, z: torch.Tensor) -> torch.Tensor:
+        return self.out(self.net(z)).float()
+
+    def log_prob(self, z: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """log p of the bin of every non-empty bin of ``batch`` (nnz,)."""
+        logp = torch.log_softmax(self.logits(z), dim=-1)
+        return logp[_om_rows(batch), batch["bin_index"]]
+
+    def probs(self, z: torch.Tensor) -> torch.Tensor:
+        """Probabilities of all bins (B, num_bins)."""
+        return torch.softmax(self.logits(z), dim=-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# The LightningModule
+# ---------------------------------------------------------------------------------------------
+class Om2Vec(HEPModule):
+    """om2vec VAE (see the module docstring).
+
+    Args:
+        encoder, decoder: the two halves (``ReferenceEncoder``/``ReferenceDecoder`` or
+            ``SparseEncoder``/``MixtureDecoder``), built with the same ``latent_dim``.
+        beta, beta_warmup_steps, beta_schedule: weight of the KL term and its ramp.
+        loss_norm: ``"om"``: each OM's NLL per photon, averaged over OMs (every OM counts the
+            same, like the per-OM metrics); ``"photon"``: summed NLL / photons of the batch
+            (bright OMs dominate, like the original's mean over all bins).
+        eval_batch_size, eval_max_oms, baseline_components, baseline_max_oms: evaluation
+            settings (see :meth:`evaluate`).
+    """
+
+    view = "om_timing"
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        decoder: nn.Module,
+        latent_dim: int = 64,
+        num_bins: int = 6400,
+        max_time: float = 6400.0,
+        beta: float = 1e-5,
+        beta_warmup_steps: int = 2000,
+        beta_schedule: str = "cosine",
+        loss_norm: str = "om",
+        eval_batch_size: int = 512,
+        eval_max_oms: int | None = 20000,
+        baseline_components: int = 16,
+        baseline_max_oms: int | None = 5000,
+        n_examples: int = 12,
+        **base: Any,
+    ) -> None:
+        super().__init__(**base)
+        if beta_schedule not in ("cosine", "linear", "constant"):
+            raise ValueError(
+                f"beta_schedule must be cosine, linear or constant, got {beta_schedule}"
+            )
+        if loss_norm not in ("om", "photon"):
+            raise ValueError(f"loss_norm must be 'om' or 'photon', got '{loss_norm}'")
+        self.encoder, self.decoder = encoder, decoder
+        self.latent_dim, self.num_bins, self.max_time = latent_dim, int(num_bins), float(max_time)
+        self.beta_max, self.beta_warmup_steps, self.beta_schedule = (
+            beta,
+            beta_warmup_steps,
+            beta_schedule,
+        )
+        self.loss_norm = loss_norm
+        self.eval_batch_size, self.eval_max_oms = eval_batch_size, eval_max_oms
+        self.baseline_components, self.baseline_max_oms = baseline_components, baseline_max_oms
+        self.n_examples = n_examples
+
+    # -- model -----------------------------------------------------------------------------------
+    def encode(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior mean and log-variance (B, latent_dim) of a batch of OMs."""
+        return self.encoder(batch)
+
+    def reconstruct(self, batch: Batch, sample: bool = False) -> torch.Tensor:
+        """Decoded bin probabilities (B, num_bins) from the posterior mean (or a sample)."""
+        mu, logvar = self.encode(batch)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if sample else mu
+        return self.decoder.probs(z)
+
+    def beta(self, step: int | None = None) -> float:
+        """The KL weight at optimiser step ``step`` (default: the current step)."""
+        if self.beta_schedule == "constant" or self.beta_warmup_steps <= 0:
+            return self.beta_max
+        step = self.global_step if step is None else step
+        x = min(step / self.beta_warmup_steps, 1.0)
+        ramp = x if self.beta_schedule == "linear" else 0.5 * (1 - math.cos(math.pi * x))
+        return self.beta_max * ramp
+
+    def losses(self, batch: Batch, sample: bool = True) -> dict[str, torch.Tensor]:
+        """Reconstruction NLL, KL and total loss of a batch."""
+        mu, logvar = self.encode(batch)
+        mu, logvar = mu.float(), logvar.float().clamp(-30.0, 20.0)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if sample else mu
+        logp = self.decoder.log_prob(z, batch).float()
+        rows = _om_rows(batch)
+        n_om = len(mu)
+        nll = torch.zeros(n_om, device=mu.device).index_add(0, rows, -batch["bin_count"] * logp)
+        photons = torch.zeros(n_om, device=mu.device).index_add(0, rows, batch["bin_count"])
+        if self.loss_norm == "om":
+            recon = (nll / photons.clamp(min=1)).mean()
+        else:
+            recon = nll.sum() / photons.sum().clamp(min=1)
+        kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(-1)).mean()
+        return {"recon": recon, "kl": kl, "loss": recon + self.beta() * kl}
+
+    # -- training --------------------------------------------------------------------------------
+    def _log(self, stage: str, out: dict[str, torch.Tensor], batch: Batch) -> None:
+        n = len(batch["offsets"]) - 1
+        sync = stage != "train"
+        self.log(f"{stage}/loss", out["loss"], prog_bar=True, batch_size=n, sync_dist=sync)
+        self.log(f"{stage}/recon", out["recon"], batch_size=n, sync_dist=sync)
+        self.log(f"{stage}/kl", out["kl"], batch_size=n, sync_dist=sync)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        out = self.losses(batch)
+        self._log("train", out, batch)
+        self.log("train/beta", self.beta(), batch_size=len(batch["offsets"]) - 1)
+        return out["loss"]
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._log("val", self.losses(batch), batch)
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._log("test", self.losses(batch), batch)
+
+    # -- evaluation ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(
+        self,
+        trainer: pl.Trainer | None,
+        datamodule: PrometheusDataModule,
+        out_dir: Path,
+        split: str = "test",
+    ) -> dict:
+        """Per-OM reconstruction quality on ``split`` against the fitted baseline; writes plots.
+
+        The first ``eval_max_oms`` OMs of the split (file order) are encoded (posterior means) and
+        decoded; per OM: the Jensen-Shannon distance (base 2) between the true histogram and the
+        decoded bin probabilities, the Kolmogorov distance of their CDFs, the JS distance after
+        merging bins by ``coarse`` (64 ns at the default binning), and the "sampling floor": the
+        JS distance between the decoded distribution and a histogram of as many photons drawn
+        from it (what a perfect model of the underlying distribution scores on sparse OMs).
+        The first ``baseline_max_oms`` of these OMs also get the per-OM asymmetric Gaussian
+        mixture fit (``baseline_components`` components, :func:`fit_asymmetric_gmm`) with the
+        same metrics, and the model's numbers on exactly those OMs (keys ``baseline/...``).
+        Times per OM: encoding and decoding (model, excluding data loading) vs the fit.
+        """
+        from hepexp.models.om2vec_eval import evaluate_om2vec
+
+        return evaluate_om2vec(self, trainer, datamodule, Path(out_dir), split)
+
+    # -- conversion ------------------------------------------------------------------------------
+    def convert(
+        self,
+        datamodule: PrometheusDataModule,
+        input_path: Path,
+        output_path: Path,
+        mode: str | None = None,
+        **options: Any,
+    ) -> dict:
+        """Prometheus Parquet -> the same events with a ``latents`` column (see
+        :func:`hepexp.models.om2vec_convert.convert_latents`)."""
+        from hepexp.models.om2vec_convert import convert_latents
+
+        if mode not in (None, "latents"):
+            raise ValueError(f"om2vec convert has one mode, 'latents'; got '{mode}'")
+        return convert_latents(self, datamodule, input_path, output_path, **options)
