@@ -37,7 +37,7 @@ def study_results(study: optuna.Study) -> dict[str, Any]:
 
 
 def write_results(
-    study: optuna.Study, sweep_dir: Path, config: DictConfig | None = None, storage: Any = None
+    study: optuna.Study, sweep_dir: Path, config: DictConfig | None = None
 ) -> dict[str, Any]:
     """Write ``optimization_results.yaml`` into the sweep dir (and a W&B summary run when the
     task logs to W&B); return the results."""

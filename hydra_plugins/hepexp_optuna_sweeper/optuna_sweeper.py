@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.utils import JobReturn
+from hydra.errors import HydraException
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
@@ -155,15 +156,13 @@ class OptunaSweeper(Sweeper):
                     failures += self._tell(study, storage, trial, result) == "fail"
                 returns.append(list(results))
                 if failures > max_failures:
-                    write_results(study, sweep_dir, self.config, storage)
-                    from hydra.errors import HydraException
-
+                    write_results(study, sweep_dir, self.config)
                     raise HydraException(
                         f"{failures} trials failed, more than max_failure_rate="
                         f"{self.max_failure_rate} of n_trials={n_trials} allows; stopping the "
                         f"sweep (resume it from {display_url(url)})"
                     )
-        write_results(study, sweep_dir, self.config, storage)
+        write_results(study, sweep_dir, self.config)
         return returns
 
     # -- helpers -------------------------------------------------------------------------------
