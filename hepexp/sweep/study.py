@@ -21,6 +21,9 @@ import optuna
 from optuna.distributions import BaseDistribution
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.pool import NullPool
 
 from hepexp.errors import ConfigError
 
@@ -65,8 +68,13 @@ def make_storage(url: str, heartbeat_interval: int | None = None) -> RDBStorage:
             "grace_period": 2 * heartbeat_interval,
         }
     try:
-        with _quiet_heartbeat():
-            return RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
+        # processes starting together would race to create the tables: one at a time
+        lock_engine = create_engine(url, poolclass=NullPool, **engine_kwargs)
+        try:
+            with database_lock(lock_engine, "schema"), _quiet_heartbeat():
+                return RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
+        finally:
+            lock_engine.dispose()
     except ImportError as err:
         raise ConfigError(
             f"hydra.sweeper.storage={display_url(url)} needs a database driver: {err} "
@@ -85,6 +93,7 @@ def _quiet_heartbeat() -> Iterator[None]:
 
 
 def display_url(url: str) -> str:
+    """``url`` with its password hidden, for messages."""
     from sqlalchemy.engine import make_url
 
     try:
@@ -121,15 +130,15 @@ def open_study(
 
 
 @contextlib.contextmanager
-def study_lock(storage: RDBStorage, study_name: str) -> Iterator[None]:
-    """Hold a lock, shared by every process using this database, while claiming a trial.
+def database_lock(engine: Engine, name: str) -> Iterator[None]:
+    """Hold the lock ``name``, shared by every process using this database.
 
     PostgreSQL: an advisory lock; MySQL: ``GET_LOCK``; SQLite: a lock file beside the database.
     """
-    key = hashlib.sha1(f"hepexp-optuna:{study_name}".encode()).digest()
-    backend = storage.engine.url.get_backend_name()
+    key = hashlib.sha1(f"hepexp-optuna:{name}".encode()).digest()
+    backend = engine.url.get_backend_name()
     if backend == "sqlite":
-        database = storage.engine.url.database
+        database = engine.url.database
         if not database or database == ":memory:":
             yield
             return
@@ -140,12 +149,10 @@ def study_lock(storage: RDBStorage, study_name: str) -> Iterator[None]:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
         return
-    from sqlalchemy import text
-
     if backend == "postgresql":
         number = int.from_bytes(key[:8], "big", signed=True)
         acquire, release = "SELECT pg_advisory_lock(:k)", "SELECT pg_advisory_unlock(:k)"
-        args = {"k": number}
+        args: dict = {"k": number}
     elif backend in ("mysql", "mariadb"):
         acquire, release = "SELECT GET_LOCK(:k, -1)", "SELECT RELEASE_LOCK(:k)"
         args = {"k": key.hex()[:60]}
@@ -153,7 +160,7 @@ def study_lock(storage: RDBStorage, study_name: str) -> Iterator[None]:
         log.warning("no lock for %s databases: parallel sweeps may overshoot n_trials", backend)
         yield
         return
-    with storage.engine.connect() as conn:
+    with engine.connect() as conn:
         conn.execute(text(acquire), args)
         try:
             yield
@@ -174,7 +181,7 @@ def claim_trial(
     still waiting), under the database lock, so that shared studies stop at exactly
     ``n_trials``. Stale trials of dead processes are marked failed first.
     """
-    with study_lock(storage, study.study_name), _quiet_heartbeat():
+    with database_lock(storage.engine, f"study:{study.study_name}"), _quiet_heartbeat():
         optuna.storages.fail_stale_trials(study)
         used = len(study.get_trials(deepcopy=False, states=COUNTED_STATES))
         if used >= n_trials:
