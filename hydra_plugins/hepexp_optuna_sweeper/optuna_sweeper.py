@@ -227,28 +227,29 @@ class OptunaSweeper(Sweeper):
 
         from hepexp.sweep.study import PRUNED_ATTR, trial_id
 
+        # the pruning callback marks the trial in the database, wherever the job ran
         pruned = PRUNED_ATTR in storage.get_trial(trial_id(trial)).user_attrs
-        try:
-            value = result.return_value
-        except optuna.TrialPruned:
-            pruned = True
-        except Exception as err:  # the job raised: the trial failed, the sweep goes on
-            if not pruned:
+        reason = None
+        if not pruned:
+            try:
+                value = result.return_value  # re-raises the job's exception
+            except optuna.TrialPruned:  # a task that prunes on its own
+                pruned = True
+            except Exception as err:  # the job raised: the trial failed, the sweep goes on
                 log.warning("trial %d failed: %r", trial.number, err, exc_info=err)
-                trial.set_user_attr("hepexp:fail_reason", repr(err)[:1000])
-                study.tell(trial, state=TrialState.FAIL)
-                return "fail"
-        else:
-            if not pruned and (value is None or not math.isfinite(float(value))):
-                reason = "returned no value" if value is None else f"returned {value}"
-                log.warning("trial %d failed: the objective %s", trial.number, reason)
-                trial.set_user_attr("hepexp:fail_reason", f"objective {reason}")
-                study.tell(trial, state=TrialState.FAIL)
-                return "fail"
+                reason = repr(err)
+            else:
+                if value is None or not math.isfinite(float(value)):
+                    reason = "objective " + ("missing" if value is None else f"returned {value}")
+                    log.warning("trial %d failed: %s", trial.number, reason)
         if pruned:
             study.tell(trial, state=TrialState.PRUNED)
             log.info("trial %d pruned", trial.number)
             return "pruned"
+        if reason is not None:
+            trial.set_user_attr("hepexp:fail_reason", reason[:1000])
+            study.tell(trial, state=TrialState.FAIL)
+            return "fail"
         study.tell(trial, float(value))
-        log.info("trial %d: %s = %.6g", trial.number, "objective", float(value))
+        log.info("trial %d: objective %.6g", trial.number, float(value))
         return "complete"
