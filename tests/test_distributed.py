@@ -138,7 +138,6 @@ def test_stream_reads_every_sample_once_per_epoch_across_ranks_and_workers(
     in every epoch each of the 4 shards reads a part and together they read each sample once;
     ranks get equally many batches (else DDP hangs), the order changes with the epoch, and the
     model learns the line the samples lie on."""
-    pytest.importorskip("hepexp.data.streaming", reason="ParquetStream is not on this branch")
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
