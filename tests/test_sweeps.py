@@ -36,7 +36,13 @@ from hepexp.sweep.study import (
 from .conftest import CONF_DIR, ROOT, TINY_DATA, compose_config, run_entrypoint
 
 SEARCHES = sorted(p.stem for p in (CONF_DIR / "hparams_search").glob("*.yaml"))
-QUICK = ["trainer.accelerator=cpu", "callbacks.model_summary=null", *TINY_DATA["atlas_jets"]]
+# one torch thread: tiny models, and sweeps of several processes share the cores
+QUICK = [
+    "trainer.accelerator=cpu",
+    "num_threads=1",
+    "callbacks.model_summary=null",
+    *TINY_DATA["atlas_jets"],
+]
 
 
 # -- search space ------------------------------------------------------------------------------
@@ -142,7 +148,7 @@ def test_trials_of_a_dead_sweep_are_failed_by_heartbeat(tmp_path: Path) -> None:
     assert created
     space = {"x": FloatDistribution(0.0, 1.0)}
     orphan = claim_trial(study, storage, 3, space, "killed-process")  # never told, no heartbeat
-    time.sleep(2.5)  # > grace period (2 heartbeat intervals)
+    time.sleep(3.5)  # > grace period (2 heartbeat intervals) + SQLite's 1 s clock resolution
     resumed, created = open_study("s", storage, "minimize")
     assert not created
     trial = claim_trial(resumed, storage, 3, space, "new-process")
