@@ -72,6 +72,7 @@ class StreamProbe(pl.LightningModule):
 
 
 def main(data_dir: Path, out_dir: Path, epochs: int) -> None:
+    torch.set_num_threads(1)  # a tiny model; the ranks share the cores
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=["trainer=ddp_sim"], return_hydra_config=False)
     files = sorted(data_dir.glob("*.parquet"))
