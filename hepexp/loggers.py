@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import netrc
 import os
+import sys
 from typing import Any
 
 log = logging.getLogger("hepexp")
@@ -22,6 +23,21 @@ def wandb_credentials_available() -> bool:
     return rc.authenticators(host) is not None
 
 
+def wandb_offline(offline: bool | None, save_dir: str | os.PathLike = ".") -> bool:
+    """Whether W&B logs offline: ``offline``, else ``WANDB_MODE``, else when not logged in
+    (then say how to upload the run later)."""
+    if offline is not None:
+        return bool(offline)
+    mode = os.environ.get("WANDB_MODE")
+    offline = mode in ("offline", "dryrun") or (mode is None and not wandb_credentials_available())
+    if offline and mode is None:
+        log.warning(
+            "W&B: not logged in, logging offline; upload later with: wandb sync %s/wandb/offline-run-*",
+            save_dir,
+        )
+    return offline
+
+
 def wandb_logger(offline: bool | None = None, **kwargs: Any):
     """A Lightning ``WandbLogger`` that never fails for lack of an account.
 
@@ -32,15 +48,13 @@ def wandb_logger(offline: bool | None = None, **kwargs: Any):
         from pytorch_lightning.loggers import WandbLogger
     except ImportError as err:  # pragma: no cover - wandb is a dependency
         raise ImportError("logger=wandb needs the wandb package: pip install wandb") from err
-    mode = os.environ.get("WANDB_MODE")
-    if offline is None:
-        offline = mode in ("offline", "dryrun") or (
-            mode is None and not wandb_credentials_available()
-        )
-        if offline and mode is None:
-            save_dir = kwargs.get("save_dir", ".")
-            log.warning(
-                "W&B: not logged in, logging offline; upload later with: wandb sync %s/wandb/offline-run-*",
-                save_dir,
-            )
+    offline = wandb_offline(offline, kwargs.get("save_dir", "."))
     return WandbLogger(offline=offline, **kwargs)
+
+
+def finish_wandb(failed: bool = False) -> None:
+    """End this process's open W&B run, if any, so that the next job of a multirun run in this
+    process starts a run of its own instead of appending to this one."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish(exit_code=1 if failed else 0)

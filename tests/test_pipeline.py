@@ -10,7 +10,12 @@ import pandas as pd
 import pytest
 import torch
 
-from hepexp.run.common import load_checkpoint, model_from_checkpoint, valid_pairs
+from hepexp.run.common import (
+    build_datamodule,
+    load_checkpoint,
+    model_from_checkpoint,
+    valid_pairs,
+)
 
 from .conftest import TINY_DATA, run_dirs, run_entrypoint
 
@@ -183,7 +188,18 @@ def test_ddp_sim_trains_two_processes(tmp_path: Path) -> None:
     ckpt = load_checkpoint(run / "checkpoints/last.ckpt")
     # 3000 jets / 2 ranks / 100 per batch = 15 steps per epoch on each rank
     assert ckpt["global_step"] == 30
-    assert json.loads((run / "metrics.json").read_text())["val/loss"] < 0.2
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["val/loss"] < 0.2
+    # the logged val/loss is synced over ranks: each rank saw half of the validation jets, and
+    # the metric equals the loss of the final weights on all 600 of them in one process
+    model, cfg = model_from_checkpoint(run / "checkpoints/last.ckpt")
+    datamodule = build_datamodule(cfg.data, model.view)
+    datamodule.setup("fit")
+    with torch.no_grad():
+        full = model._loss(datamodule.dataset("val").values.float()).item()
+    assert len(datamodule.dataset("val")) == 600
+    assert metrics["val/loss"] == pytest.approx(full, rel=1e-5)
+    assert metrics["best/val/loss"] <= metrics["val/loss"]
 
 
 @pytest.mark.slow

@@ -32,7 +32,40 @@ def run_id() -> str:
     return _RUN_ID
 
 
+def process_rank() -> int | str:
+    """This process's rank in a distributed run (0 when not distributed), from the environment.
+
+    ``RANK`` (torchrun), else ``NODE_RANK``/``LOCAL_RANK`` (Lightning's DDP children, as
+    ``"node-local"`` when not 0), else ``SLURM_PROCID`` of a multi-task SLURM step (srun).
+    """
+    env = os.environ
+    if "RANK" in env:
+        return int(env["RANK"])
+    if "LOCAL_RANK" in env:
+        node = int(env.get("NODE_RANK", env.get("GROUP_RANK", "0")))
+        local = int(env["LOCAL_RANK"])
+        return 0 if node == local == 0 else f"{node}-{local}"
+    if int(env.get("SLURM_NTASKS", "1")) > 1:
+        return int(env.get("SLURM_PROCID", "0"))
+    return 0
+
+
+def rank_zero_only(value: str) -> str | None:
+    """``value`` on rank 0, null on the other ranks (e.g. ``hydra.output_subdir``)."""
+    return value if process_rank() == 0 else None
+
+
+def rank_suffix() -> str:
+    """``""`` on rank 0, ``".rank<r>"`` elsewhere: per-rank file names (logs)."""
+    rank = process_rank()
+    return "" if rank == 0 else f".rank{rank}"
+
+
 def register_resolvers() -> None:
-    """Register ``${run_id:}``; safe to call more than once."""
+    """Register ``${run_id:}``, ``${rank_zero_only:x}``, ``${rank_suffix:}``; safe to repeat."""
     if not OmegaConf.has_resolver("run_id"):
         OmegaConf.register_new_resolver("run_id", run_id, use_cache=True)
+    if not OmegaConf.has_resolver("rank_zero_only"):
+        OmegaConf.register_new_resolver("rank_zero_only", rank_zero_only)
+    if not OmegaConf.has_resolver("rank_suffix"):
+        OmegaConf.register_new_resolver("rank_suffix", rank_suffix)

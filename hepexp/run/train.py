@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import optuna
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -15,6 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hepexp import __version__
+from hepexp.loggers import finish_wandb
 from hepexp.run.common import (
     CHECKPOINT_KEY,
     build_datamodule,
@@ -25,6 +27,7 @@ from hepexp.run.common import (
     log,
     plain_config,
 )
+from hepexp.sweep.trial import OptunaPruning, active_trial, label_loggers, trial_summary
 from hepexp.utils.io import write_json
 
 
@@ -84,11 +87,20 @@ def optimized_value(trainer: pl.Trainer, metric: str | None) -> float | None:
 
 
 def train(cfg: DictConfig) -> float | None:
-    """Train the configured model; return the optimised validation metric (for sweepers)."""
+    """Train the configured model; return the optimised validation metric (for sweepers).
+
+    Inside an Optuna sweep (see :mod:`hepexp.sweep`) the monitored metric is reported to the
+    trial after each validation, and ``optuna.TrialPruned`` is raised if the pruner stopped it.
+    """
     view = check_pairing(cfg)
     guard_multirun_ddp(cfg)
+    trial = active_trial()
+    if trial is not None:
+        label_loggers(cfg.get("logger"), trial)
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
+    if cfg.get("num_threads"):
+        torch.set_num_threads(cfg.num_threads)
     if cfg.get("float32_matmul_precision"):
         torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
 
@@ -97,6 +109,8 @@ def train(cfg: DictConfig) -> float | None:
     datamodule = build_datamodule(cfg.data, view)
     model = build_model(cfg.model)
     callbacks = _instantiate_dict(cfg.get("callbacks")) + [ConfigInCheckpoint(config)]
+    if trial is not None:
+        callbacks.append(OptunaPruning(trial, cfg.optimized_metric))
     loggers = _instantiate_dict(cfg.get("logger"))
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
@@ -105,21 +119,34 @@ def train(cfg: DictConfig) -> float | None:
         (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
     for logger in trainer.loggers:
         logger.log_hyperparams(config)
+        if trial is not None:
+            logger.log_hyperparams(trial_summary(trial))
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    failed = True
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        if trial is not None and (epoch := trial.pruned_at()) is not None:
+            failed = False
+            raise optuna.TrialPruned(f"trial {trial.number} pruned after epoch {epoch}")
 
-    value = optimized_value(trainer, cfg.get("optimized_metric"))
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    if value is not None:
-        metrics[f"best/{cfg.optimized_metric}"] = value
-    if trainer.is_global_zero:
-        if cfg.get("evaluate_after") and not trainer.fast_dev_run:
-            metrics.update(_evaluate_best(cfg, trainer, output_dir))
-        write_json(output_dir / "metrics.json", metrics)
-        log.info("%s", format_metrics(metrics, f"Metrics ({output_dir})"))
-    if value is not None and math.isnan(value):
-        log.warning("the optimised metric %s is NaN", cfg.optimized_metric)
-    return value
+        value = optimized_value(trainer, cfg.get("optimized_metric"))
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        if value is not None:
+            metrics[f"best/{cfg.optimized_metric}"] = value
+        if trainer.is_global_zero:
+            if cfg.get("evaluate_after") and not trainer.fast_dev_run:
+                metrics.update(_evaluate_best(cfg, trainer, output_dir))
+            write_json(output_dir / "metrics.json", metrics)
+            log.info("%s", format_metrics(metrics, f"Metrics ({output_dir})"))
+            if trial is not None and value is not None:
+                for logger in trainer.loggers:
+                    logger.log_metrics({f"best/{cfg.optimized_metric}": value})
+        if value is not None and math.isnan(value):
+            log.warning("the optimised metric %s is NaN", cfg.optimized_metric)
+        failed = False
+        return value
+    finally:
+        finish_wandb(failed)
 
 
 def _evaluate_best(cfg: DictConfig, trainer: pl.Trainer, output_dir: Path) -> dict:

@@ -1,0 +1,1 @@
+"""hepexp's Optuna sweeper for Hydra (Optuna >= 4): ``hydra/sweeper=optuna``."""
