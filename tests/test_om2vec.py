@@ -44,10 +44,14 @@ def toy_batch(counts: list[dict[int, int]]) -> dict[str, torch.Tensor]:
 BATCH = [{3: 1}, {0: 2, 50: 1, 95: 4}, {10: 1, 11: 1, 12: 7}, {80: 30}]
 
 
-def sparse_model(latent: int = 8, **kwargs) -> Om2Vec:
-    enc = SparseEncoder(latent, NUM_BINS, embed_dim=32, hidden=64)
-    dec = SoftmaxDecoder(latent, NUM_BINS, hidden=64, rank=32)
+def sparse_model(latent: int = 8, relative: bool = True, **kwargs) -> Om2Vec:
+    enc = SparseEncoder(latent, NUM_BINS, embed_dim=32, hidden=64, relative=relative)
+    dec = SoftmaxDecoder(latent, NUM_BINS, hidden=64, rank=32, relative=relative)
     return Om2Vec(enc, dec, latent_dim=latent, num_bins=NUM_BINS, max_time=96.0, **kwargs)
+
+
+def absolute_model(latent: int = 8, **kwargs) -> Om2Vec:
+    return sparse_model(latent, relative=False, **kwargs)
 
 
 def reference_model(latent: int = 8, **kwargs) -> Om2Vec:
@@ -56,7 +60,7 @@ def reference_model(latent: int = 8, **kwargs) -> Om2Vec:
     return Om2Vec(enc, dec, latent_dim=latent, num_bins=NUM_BINS, max_time=96.0, **kwargs)
 
 
-@pytest.mark.parametrize("build", [sparse_model, reference_model])
+@pytest.mark.parametrize("build", [sparse_model, absolute_model, reference_model])
 def test_shapes_and_normalised_reconstructions(build):
     torch.manual_seed(0)
     model = build(latent=8).eval()
@@ -105,7 +109,7 @@ def test_loss_is_the_poisson_nll_with_rate_p_times_photons(norm):
     counts = densify_batch(batch, NUM_BINS).double()
     n = counts.sum(1, keepdim=True)
     rate = probs * n
-    poisson = (rate - counts * rate.log() + torch.lgamma(counts + 1)).sum(1)  # full Poisson NLL
+    poisson = (rate - torch.xlogy(counts, rate) + torch.lgamma(counts + 1)).sum(1)  # Poisson NLL
     # the model-independent part: sum_j c_j log n - n + sum_j log c_j!
     const = n.squeeze(1) - n.squeeze(1) * n.squeeze(1).log() + torch.lgamma(counts + 1).sum(1)
     nll = poisson - const
@@ -115,7 +119,7 @@ def test_loss_is_the_poisson_nll_with_rate_p_times_photons(norm):
 
 
 def test_kl_and_cosine_beta_schedule():
-    model = sparse_model(beta=1e-3, beta_warmup_steps=100)
+    model = absolute_model(beta=1e-3, beta_warmup_steps=100)
     steps = {step: model.beta(step) for step in (0, 50, 100, 400)}
     assert (
         steps[0] == 0.0 and steps[50] == pytest.approx(0.5e-3) and steps[100] == steps[400] == 1e-3
@@ -127,16 +131,16 @@ def test_kl_and_cosine_beta_schedule():
     kl = (-0.5 * (1 + logvar - mu**2 - logvar.exp()).sum(1)).mean()
     assert out["kl"].item() == pytest.approx(kl.item(), rel=1e-5)
     assert model.beta() == 0.0 and out["loss"] == out["recon"]  # step 0 (no trainer)
-    model = sparse_model(beta=1e-3, beta_schedule="constant")
+    model = absolute_model(beta=1e-3, beta_schedule="constant")
     out = model.losses(batch, sample=False)
     assert out["loss"].item() == pytest.approx(out["recon"].item() + 1e-3 * out["kl"].item())
     with pytest.raises(ValueError, match="beta_schedule"):
-        sparse_model(beta_schedule="exp")
+        absolute_model(beta_schedule="exp")
     with pytest.raises(ValueError, match="loss_norm"):
-        sparse_model(loss_norm="bin")
+        absolute_model(loss_norm="bin")
 
 
-@pytest.mark.parametrize("build", [sparse_model, reference_model])
+@pytest.mark.parametrize("build", [sparse_model, absolute_model, reference_model])
 def test_learns_to_reconstruct_a_few_oms(build):
     torch.manual_seed(3)
     model = build(latent=8)
@@ -158,3 +162,26 @@ def test_beta_is_zero_at_the_first_step_with_a_trainer_free_module():
     model = sparse_model()
     assert model.beta() == 0.0
     assert np.isfinite(model.losses(toy_batch(BATCH))["loss"].item())
+
+
+def test_relative_latent_carries_the_first_bin_and_folds_late_offsets():
+    torch.manual_seed(4)
+    model = sparse_model(latent=8).eval()
+    batch = toy_batch(BATCH)
+    mu, logvar = model.encode(batch)
+    assert model.n_fixed == 1
+    assert mu[:, 0].tolist() == pytest.approx([3 / 96, 0.0, 10 / 96, 80 / 96])
+    z = model.sample(mu, torch.zeros_like(logvar))  # unit noise in the learned dimensions only
+    assert torch.equal(z[:, 0], mu[:, 0]) and not torch.equal(z[:, 1:], mu[:, 1:])
+    probs = model.decoder.probs(mu)
+    assert (probs[2, :10] == 0).all() and (probs[3, :80] == 0).all()  # nothing before the first hit
+    q = torch.softmax(model.decoder.logits(mu), -1)
+    assert probs[3, 95].item() == pytest.approx(
+        q[3, 15:].sum().item(), rel=1e-5
+    )  # late -> last bin
+    assert probs[3, 85].item() == pytest.approx(q[3, 5].item(), rel=1e-6)
+    # the KL term ignores the deterministic coordinate
+    out = model.losses(batch, sample=False)
+    learned_mu, learned_lv = mu[:, 1:], logvar[:, 1:]
+    kl = (-0.5 * (1 + learned_lv - learned_mu**2 - learned_lv.exp()).sum(1)).mean()
+    assert out["kl"].item() == pytest.approx(kl.item(), rel=1e-5)

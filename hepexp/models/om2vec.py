@@ -177,11 +177,23 @@ def _mlp(sizes: list[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def first_bins(batch: Batch) -> torch.Tensor:
+    """The first non-empty bin of every OM of a CSR batch (B,)."""
+    rows = _om_rows(batch)
+    first = torch.full_like(batch["offsets"][:-1], torch.iinfo(torch.int64).max)
+    return first.scatter_reduce(0, rows, batch["bin_index"], "amin")
+
+
 class SparseEncoder(nn.Module):
     """Bag-of-bins encoder: sum over the non-empty bins j of log(1 + c_j) e_j, with e_j a learned
     ``embed_dim`` vector per bin -- the same map as the reference's Linear(num_bins -> width) on
     log(1 + counts), evaluated on the non-empty bins only (``nn.EmbeddingBag``) --, plus
     log(1 + photons) and log(1 + non-empty bins); LayerNorm and an MLP give mu and logvar.
+
+    ``relative``: bins are counted from the OM's first non-empty bin j0 (the histogram's shape
+    is what the learned dimensions encode), and latent dimension 0 is j0 / num_bins itself, a
+    deterministic coordinate (no noise, no KL; ``n_fixed = 1``) that the decoder shifts its
+    output by. Arrival-time patterns then share statistics at every position in the window.
 
     ``logvar_init`` starts the posterior nearly deterministic (std e^-5 at -10) so that the
     decoder sees the signal from the first step; the KL term then sets the width.
@@ -194,49 +206,94 @@ class SparseEncoder(nn.Module):
         embed_dim: int = 256,
         hidden: int = 512,
         layers: int = 2,
+        relative: bool = True,
         logvar_init: float = -10.0,
     ) -> None:
         super().__init__()
+        self.num_bins, self.relative = num_bins, relative
+        self.n_fixed = int(relative)
+        n_in = embed_dim + 2 + self.n_fixed
         self.bag = nn.EmbeddingBag(num_bins, embed_dim, mode="sum")
-        self.norm = nn.LayerNorm(embed_dim + 2)
-        self.net = _mlp([embed_dim + 2] + [hidden] * layers + [2 * latent_dim])
+        self.norm = nn.LayerNorm(n_in)
+        self.net = _mlp([n_in] + [hidden] * layers + [2 * (latent_dim - self.n_fixed)])
         with torch.no_grad():
-            self.net[-1].bias[latent_dim:] = logvar_init
+            self.net[-1].bias[latent_dim - self.n_fixed :] = logvar_init
 
     def forward(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        offsets = batch["offsets"]
-        x = self.bag(
-            batch["bin_index"], offsets[:-1], per_sample_weights=torch.log1p(batch["bin_count"])
-        )
-        photons = torch.log1p(batch["n_photons"].to(x.dtype)).unsqueeze(1)
-        nonempty = torch.log1p(offsets.diff().to(x.dtype)).unsqueeze(1)
-        mu, logvar = self.net(self.norm(torch.cat([x, photons, nonempty], 1))).chunk(2, dim=-1)
+        offsets, index = batch["offsets"], batch["bin_index"]
+        feats = []
+        if self.relative:
+            first = first_bins(batch)
+            index = index - first[_om_rows(batch)]
+            anchor = (first.float() / self.num_bins).unsqueeze(1)
+            feats.append(anchor)
+        x = self.bag(index, offsets[:-1], per_sample_weights=torch.log1p(batch["bin_count"]))
+        feats.append(torch.log1p(batch["n_photons"].to(x.dtype)).unsqueeze(1))
+        feats.append(torch.log1p(offsets.diff().to(x.dtype)).unsqueeze(1))
+        mu, logvar = self.net(self.norm(torch.cat([x, *feats], 1))).chunk(2, dim=-1)
+        if self.relative:
+            mu = torch.cat([anchor.to(mu.dtype), mu], 1)
+            logvar = torch.cat([torch.zeros_like(anchor, dtype=logvar.dtype), logvar], 1)
         return mu, logvar
 
 
 class SoftmaxDecoder(nn.Module):
     """Latent -> MLP -> ``rank`` features -> Linear(rank, num_bins) -> softmax over bins: the
     reference's output layer (one learned vector per bin, so a bin's identity needs no
-    regression of a time) without its Transformer stages."""
+    regression of a time) without its Transformer stages.
+
+    ``relative``: the softmax is over offsets from the first bin j0 = round(num_bins z_0)
+    (see :class:`SparseEncoder`); offsets past the window's end fold into its last bin, as the
+    histograms are built.
+    """
 
     def __init__(
-        self, latent_dim: int, num_bins: int, hidden: int = 512, layers: int = 2, rank: int = 256
+        self,
+        latent_dim: int,
+        num_bins: int,
+        hidden: int = 512,
+        layers: int = 2,
+        rank: int = 256,
+        relative: bool = True,
     ) -> None:
         super().__init__()
+        self.num_bins, self.relative = num_bins, relative
         self.net = _mlp([latent_dim] + [hidden] * layers + [rank])
         self.out = nn.Linear(rank, num_bins)
 
     def logits(self, z: torch.Tensor) -> torch.Tensor:
         return self.out(self.net(z)).float()
 
+    def _first(self, z: torch.Tensor) -> torch.Tensor:
+        return (z[:, 0].float() * self.num_bins).round().long().clamp(0, self.num_bins - 1)
+
     def log_prob(self, z: torch.Tensor, batch: Batch) -> torch.Tensor:
         """log p of the bin of every non-empty bin of ``batch`` (nnz,)."""
         logp = torch.log_softmax(self.logits(z), dim=-1)
-        return logp[_om_rows(batch), batch["bin_index"]]
+        rows, index = _om_rows(batch), batch["bin_index"]
+        if not self.relative:
+            return logp[rows, index]
+        offset = index - self._first(z)[rows]
+        out = logp[rows, offset.clamp(min=0)]
+        last = index == self.num_bins - 1
+        if last.any():  # the last bin takes every later photon: log P(offset >= r)
+            r, o = rows[last], offset[last].clamp(min=0)
+            later = torch.arange(self.num_bins, device=z.device)[None, :] >= o[:, None]
+            tail = torch.logsumexp(logp[r].masked_fill(~later, -torch.inf), dim=1)
+            out = out.masked_scatter(last, tail)
+        return torch.where(offset >= 0, out, torch.full_like(out, -torch.inf))
 
     def probs(self, z: torch.Tensor) -> torch.Tensor:
         """Probabilities of all bins (B, num_bins)."""
-        return torch.softmax(self.logits(z), dim=-1)
+        q = torch.softmax(self.logits(z), dim=-1)
+        if not self.relative:
+            return q
+        first = self._first(z)
+        offset = torch.arange(self.num_bins, device=z.device)[None, :] - first[:, None]
+        p = torch.where(offset >= 0, q.gather(1, offset.clamp(min=0)), torch.zeros_like(q))
+        tail = q.flip(1).cumsum(1).flip(1)  # P(offset >= r)
+        p[:, -1] = tail.gather(1, (self.num_bins - 1 - first).unsqueeze(1)).squeeze(1)
+        return p
 
 
 # ---------------------------------------------------------------------------------------------
@@ -300,11 +357,21 @@ class Om2Vec(HEPModule):
         """Posterior mean and log-variance (B, latent_dim) of a batch of OMs."""
         return self.encoder(batch)
 
+    @property
+    def n_fixed(self) -> int:
+        """Leading latent dimensions that are deterministic coordinates (no noise, no KL)."""
+        return getattr(self.encoder, "n_fixed", 0)
+
+    def sample(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        """z ~ N(mu, exp(logvar)) in the learned dimensions; the fixed ones are kept."""
+        noise = torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        noise[:, : self.n_fixed] = 0
+        return mu + noise
+
     def reconstruct(self, batch: Batch, sample: bool = False) -> torch.Tensor:
         """Decoded bin probabilities (B, num_bins) from the posterior mean (or a sample)."""
         mu, logvar = self.encode(batch)
-        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if sample else mu
-        return self.decoder.probs(z)
+        return self.decoder.probs(self.sample(mu, logvar) if sample else mu)
 
     def beta(self, step: int | None = None) -> float:
         """The KL weight at optimiser step ``step`` (default: the current step)."""
@@ -319,7 +386,7 @@ class Om2Vec(HEPModule):
         """Reconstruction NLL, KL and total loss of a batch."""
         mu, logvar = self.encode(batch)
         mu, logvar = mu.float(), logvar.float().clamp(-30.0, 20.0)
-        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if sample else mu
+        z = self.sample(mu, logvar) if sample else mu
         logp = self.decoder.log_prob(z, batch).float()
         rows = _om_rows(batch)
         n_om = len(mu)
@@ -329,6 +396,7 @@ class Om2Vec(HEPModule):
             recon = (nll / photons.clamp(min=1)).mean()
         else:
             recon = nll.sum() / photons.sum().clamp(min=1)
+        mu, logvar = mu[:, self.n_fixed :], logvar[:, self.n_fixed :]
         kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(-1)).mean()
         return {"recon": recon, "kl": kl, "loss": recon + self.beta() * kl}
 

@@ -163,10 +163,14 @@ def evaluate_om2vec(
     metrics["time/encode_ms_per_om"] = 1e3 * t_encode / seen
     metrics["time/decode_ms_per_om"] = 1e3 * t_decode / seen
     metrics["device"] = str(device) + (" bf16" if bf16 else "")
+    fixed = model.n_fixed
+    learned_mu, learned_logvar = mu[:, fixed:], logvar[:, fixed:]
     metrics["latent/dim"] = int(mu.shape[1])
-    metrics["latent/active_dims"] = int((mu.var(axis=0) > 0.01).sum())
-    metrics["latent/mean_posterior_std"] = float(np.exp(0.5 * logvar).mean())
-    kl = -0.5 * (1 + logvar - mu**2 - np.exp(logvar)).sum(axis=1)
+    metrics["latent/fixed_dims"] = fixed
+    # "active units": learned dimensions whose posterior mean varies across OMs
+    metrics["latent/active_dims"] = int((learned_mu.var(axis=0) > 0.01).sum())
+    metrics["latent/mean_posterior_std"] = float(np.exp(0.5 * learned_logvar).mean())
+    kl = -0.5 * (1 + learned_logvar - learned_mu**2 - np.exp(learned_logvar)).sum(axis=1)
     metrics["latent/kl_per_om"] = float(kl.mean())
 
     # -- the per-OM fitted baseline on (the first baseline_max_oms of) the same OMs ------------

@@ -1,0 +1,147 @@
+"""om2vec throughput: training and encoding OMs/s of the model variants, as ratios.
+
+Simulates ``--events`` default Prometheus events, pre-processes them (6,400 x 1 ns bins) and
+times, on the same batches of ``--batch-size`` OMs:
+
+* the data loader: sparse CSR batches (the default) vs dense (B, 6400) batches;
+* training steps (forward, backward, AdamW step) and encoding (posterior means, no grad) of
+  ``reference`` (the original dense Transformer VAE, ~15 M parameters) with dense input from
+  the loader and with sparse input densified on the device, and of ``sparse`` (the default
+  model: bag-of-bins encoder, MLPs, softmax decoder) at latent 32 / 64 / 128.
+
+CPU runs in float32; on CUDA the models run under bf16 autocast (``--precision``).
+
+    python benchmarks/om2vec_throughput.py [--device cpu|cuda] [--events 300] [--steps 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+import torch
+
+from hepexp.data.prometheus.datamodule import PrometheusDataModule, densify_batch
+from hepexp.models.om2vec import (
+    Om2Vec,
+    ReferenceDecoder,
+    ReferenceEncoder,
+    SoftmaxDecoder,
+    SparseEncoder,
+)
+
+
+def build(kind: str, latent: int) -> Om2Vec:
+    if kind == "reference":
+        enc, dec = ReferenceEncoder(latent, 6400), ReferenceDecoder(latent, 6400)
+    else:
+        enc, dec = SparseEncoder(latent, 6400), SoftmaxDecoder(latent, 6400)
+    return Om2Vec(enc, dec, latent_dim=latent)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, batches, device, warmup: int = 1) -> float:
+    """Seconds per batch of ``fn`` over ``batches`` after ``warmup`` untimed calls."""
+    for b in batches[:warmup]:
+        fn(b)
+    sync(device)
+    t0 = time.perf_counter()
+    for b in batches[warmup:]:
+        fn(b)
+    sync(device)
+    return (time.perf_counter() - t0) / max(len(batches) - warmup, 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--precision", default=None, help="bf16 or fp32 (default: bf16 on CUDA)")
+    parser.add_argument("--events", type=int, default=300)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=3, help="timed batches per measurement")
+    parser.add_argument("--skip-reference", action="store_true")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    bf16 = (args.precision or ("bf16" if device.type == "cuda" else "fp32")) == "bf16"
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        dm = PrometheusDataModule(
+            data_dir=tmp, simulation={"n_events": args.events}, batch_size=args.batch_size
+        )
+        dm.setup("fit")
+        n_batches = args.steps + 1
+        t0 = time.perf_counter()
+        sparse_batches = [b for _, b in zip(range(n_batches), dm.loader("train"), strict=False)]
+        t_sparse = time.perf_counter() - t0
+        dm.dense, dm.datasets = True, {}
+        t0 = time.perf_counter()
+        dense_batches = [b for _, b in zip(range(n_batches), dm.loader("train"), strict=False)]
+        t_dense = time.perf_counter() - t0
+    n_om = sum(len(b["n_photons"]) for b in sparse_batches)
+    nnz = sum(len(b["bin_index"]) for b in sparse_batches) / n_om
+    print(
+        f"device {device} ({'bf16 autocast' if bf16 else 'fp32'}), batches of {args.batch_size} "
+        f"OMs from {args.events} simulated events, {nnz:.1f} non-empty bins per OM on average"
+    )
+    print(
+        f"loader: sparse {n_om / t_sparse:,.0f} OMs/s, dense {n_om / t_dense:,.0f} OMs/s "
+        f"({t_dense / t_sparse:.1f}x slower)\n"
+    )
+    to_dev = lambda bs: [{k: v.to(device) for k, v in b.items()} for b in bs]  # noqa: E731
+    sparse_batches, dense_batches = to_dev(sparse_batches), to_dev(dense_batches)
+
+    variants = (
+        []
+        if args.skip_reference
+        else [
+            ("reference L64, dense input from loader", "reference", 64, dense_batches),
+            ("reference L64, sparse input densified on device", "reference", 64, sparse_batches),
+        ]
+    )
+    variants += [(f"sparse L{n}", "sparse", n, sparse_batches) for n in (32, 64, 128)]
+    rows = []
+    for name, kind, latent, batches in variants:
+        model = build(kind, latent).to(device)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+        def train_step(b, model=model, opt=opt):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                loss = model.losses(b)["loss"]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        @torch.no_grad()
+        def encode(b, model=model):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                model.encode(b)
+
+        model.train()
+        t_train = timed(train_step, batches, device)
+        model.eval()
+        t_enc = timed(encode, batches, device)
+        n_params = sum(p.numel() for p in model.parameters())
+        rows.append((name, n_params, args.batch_size / t_train, args.batch_size / t_enc))
+        print(
+            f"{name:<50s} {n_params / 1e6:5.2f} M params  train {rows[-1][2]:9,.0f} OMs/s  encode {rows[-1][3]:9,.0f} OMs/s",
+            flush=True,
+        )
+    base = rows[0]
+    print(f"\nratios to '{base[0]}':")
+    for name, _, tr, en in rows:
+        print(f"  {name:<50s} train x{tr / base[2]:7.1f}  encode x{en / base[3]:7.1f}")
+    if device.type == "cpu":
+        b = sparse_batches[0]
+        t = timed(lambda x: densify_batch(x, 6400), sparse_batches, device)
+        print(f"\ndensify_batch on {device}: {len(b['n_photons']) / t:,.0f} OMs/s")
+
+
+if __name__ == "__main__":
+    main()
