@@ -7,7 +7,8 @@ times, on the same batches of ``--batch-size`` OMs:
 * training steps (forward, backward, AdamW step) and encoding (posterior means, no grad) of
   ``reference`` (the original dense Transformer VAE, ~15 M parameters) with dense input from
   the loader and with sparse input densified on the device, and of ``sparse`` (the default
-  model: bag-of-bins encoder, MLPs, softmax decoder) at latent 32 / 64 / 128.
+  model: bag-of-bins encoder, MLPs, softmax decoder) at latent 32 / 64 / 128;
+* the per-OM fitted baseline (16-component asymmetric Gaussian mixture) on the same OMs.
 
 CPU runs in float32; on CUDA the models run under bf16 autocast (``--precision``).
 
@@ -20,9 +21,11 @@ import argparse
 import tempfile
 import time
 
+import numpy as np
 import torch
 
 from hepexp.data.prometheus.datamodule import PrometheusDataModule, densify_batch
+from hepexp.metrics.timing import fit_asymmetric_gmm
 from hepexp.models.om2vec import (
     Om2Vec,
     ReferenceDecoder,
@@ -77,13 +80,16 @@ def main() -> None:
         )
         dm.setup("fit")
         n_batches = args.steps + 1
-        t0 = time.perf_counter()
-        sparse_batches = [b for _, b in zip(range(n_batches), dm.loader("train"), strict=False)]
-        t_sparse = time.perf_counter() - t0
-        dm.dense, dm.datasets = True, {}
-        t0 = time.perf_counter()
-        dense_batches = [b for _, b in zip(range(n_batches), dm.loader("train"), strict=False)]
-        t_dense = time.perf_counter() - t0
+        rates = {}
+        batches = {}
+        for dense in (False, True):  # a full pass over the training split, then keep a few
+            dm.dense, dm.datasets = dense, {}
+            loader = dm.loader("train", shuffle=False)
+            t0 = time.perf_counter()
+            n_loaded = sum(len(b["n_photons"]) for b in loader)
+            rates[dense] = n_loaded / (time.perf_counter() - t0)
+            batches[dense] = [b for _, b in zip(range(n_batches), loader, strict=False)]
+    sparse_batches, dense_batches = batches[False], batches[True]
     n_om = sum(len(b["n_photons"]) for b in sparse_batches)
     nnz = sum(len(b["bin_index"]) for b in sparse_batches) / n_om
     print(
@@ -91,8 +97,8 @@ def main() -> None:
         f"OMs from {args.events} simulated events, {nnz:.1f} non-empty bins per OM on average"
     )
     print(
-        f"loader: sparse {n_om / t_sparse:,.0f} OMs/s, dense {n_om / t_dense:,.0f} OMs/s "
-        f"({t_dense / t_sparse:.1f}x slower)\n"
+        f"loader ({n_loaded} OMs): sparse {rates[False]:,.0f} OMs/s, dense (B, 6400) "
+        f"{rates[True]:,.0f} OMs/s ({rates[False] / rates[True]:.1f}x slower)\n"
     )
     to_dev = lambda bs: [{k: v.to(device) for k, v in b.items()} for b in bs]  # noqa: E731
     sparse_batches, dense_batches = to_dev(sparse_batches), to_dev(dense_batches)
@@ -137,6 +143,25 @@ def main() -> None:
     print(f"\nratios to '{base[0]}':")
     for name, _, tr, en in rows:
         print(f"  {name:<50s} train x{tr / base[2]:7.1f}  encode x{en / base[3]:7.1f}")
+    # the per-OM fitted baseline (16-component asymmetric Gaussian mixture, CPU) on these OMs
+    cpu = [{k: v.cpu().numpy() for k, v in b.items()} for b in sparse_batches]
+    offsets = np.concatenate(
+        [[0]]
+        + [
+            b["offsets"][1:] + o
+            for b, o in zip(cpu, np.cumsum([0] + [b["offsets"][-1] for b in cpu[:-1]]), strict=True)
+        ]
+    )
+    times = np.concatenate([b["bin_index"] + 0.5 for b in cpu])
+    counts = np.concatenate([b["bin_count"] for b in cpu]).astype(np.float64)
+    t0 = time.perf_counter()
+    fit_asymmetric_gmm(offsets, times, counts, n_components=16)
+    fit_rate = (len(offsets) - 1) / (time.perf_counter() - t0)
+    enc64 = next(r for r in rows if r[0] == "sparse L64")[3]
+    print(
+        f"\nAGMM fit (K=16, CPU, {len(offsets) - 1} OMs): {fit_rate:,.0f} OMs/s; "
+        f"sparse L64 encoding on {device} is {enc64 / fit_rate:,.0f}x faster"
+    )
     if device.type == "cpu":
         b = sparse_batches[0]
         t = timed(lambda x: densify_batch(x, 6400), sparse_batches, device)

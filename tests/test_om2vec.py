@@ -185,3 +185,35 @@ def test_relative_latent_carries_the_first_bin_and_folds_late_offsets():
     learned_mu, learned_lv = mu[:, 1:], logvar[:, 1:]
     kl = (-0.5 * (1 + learned_lv - learned_mu**2 - learned_lv.exp()).sum(1)).mean()
     assert out["kl"].item() == pytest.approx(kl.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize(("trainer_clip", "expected"), [(None, 0.5), (2.0, 2.0)])
+def test_gradient_norm_is_clipped_unless_the_trainer_clips(trainer_clip, expected):
+    import pytorch_lightning as pl
+
+    torch.manual_seed(5)
+    model = sparse_model(grad_clip=0.5)
+    seen = []
+    original = model.clip_gradients
+
+    def record(optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        seen.append((gradient_clip_val, gradient_clip_algorithm))
+        original(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        norm = torch.linalg.vector_norm(
+            torch.stack([p.grad.norm() for p in model.parameters() if p.grad is not None])
+        )
+        assert norm <= gradient_clip_val * 1.001
+
+    model.clip_gradients = record
+    trainer = pl.Trainer(
+        max_steps=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        gradient_clip_val=trainer_clip,
+    )
+    loader = torch.utils.data.DataLoader([toy_batch(BATCH)], batch_size=None)
+    trainer.fit(model, train_dataloaders=loader)
+    assert seen == [(expected, "norm")]

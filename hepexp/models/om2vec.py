@@ -309,6 +309,7 @@ class Om2Vec(HEPModule):
         loss_norm: ``"om"``: each OM's NLL per photon, averaged over OMs (every OM counts the
             same, like the per-OM metrics); ``"photon"``: summed NLL / photons of the batch
             (bright OMs dominate, like the original's mean over all bins).
+        grad_clip: gradient-norm clipping (None: off) unless ``trainer.gradient_clip_val`` is set.
         eval_batch_size, eval_max_oms, baseline_components, baseline_max_oms: evaluation
             settings (see :meth:`evaluate`).
     """
@@ -326,6 +327,7 @@ class Om2Vec(HEPModule):
         beta_warmup_steps: int = 2000,
         beta_schedule: str = "cosine",
         loss_norm: str = "om",
+        grad_clip: float | None = 1.0,
         eval_batch_size: int = 512,
         eval_max_oms: int | None = 20000,
         baseline_components: int = 16,
@@ -348,6 +350,7 @@ class Om2Vec(HEPModule):
             beta_schedule,
         )
         self.loss_norm = loss_norm
+        self.grad_clip = grad_clip
         self.eval_batch_size, self.eval_max_oms = eval_batch_size, eval_max_oms
         self.baseline_components, self.baseline_max_oms = baseline_components, baseline_max_oms
         self.n_examples = n_examples
@@ -401,6 +404,17 @@ class Om2Vec(HEPModule):
         return {"recon": recon, "kl": kl, "loss": recon + self.beta() * kl}
 
     # -- training --------------------------------------------------------------------------------
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Clip the gradient norm at ``grad_clip`` unless the trainer sets its own clipping."""
+        value = gradient_clip_val if gradient_clip_val is not None else self.grad_clip
+        if value:
+            self.clip_gradients(optimizer, value, gradient_clip_algorithm or "norm")
+
     def _log(self, stage: str, out: dict[str, torch.Tensor], batch: Batch) -> None:
         n = len(batch["offsets"]) - 1
         sync = stage != "train"
