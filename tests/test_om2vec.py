@@ -217,3 +217,18 @@ def test_gradient_norm_is_clipped_unless_the_trainer_clips(trainer_clip, expecte
     loader = torch.utils.data.DataLoader([toy_batch(BATCH)], batch_size=None)
     trainer.fit(model, train_dataloaders=loader)
     assert seen == [(expected, "norm")]
+
+
+def test_first_bin_stays_exact_under_bf16_autocast():
+    torch.manual_seed(6)
+    enc = SparseEncoder(8, 6400, embed_dim=32, hidden=64)
+    dec = SoftmaxDecoder(8, 6400, hidden=64, rank=32)
+    model = Om2Vec(enc, dec, latent_dim=8).eval()
+    batch = toy_batch([{6397: 1, 6399: 2}, {4097: 3}, {1: 1}])
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        mu, _ = model.encode(batch)
+        probs = model.decoder.probs(mu)
+    assert mu.dtype == torch.float32
+    assert (mu[:, 0] * 6400).tolist() == [6397.0, 4097.0, 1.0]
+    assert probs[0, :6397].sum() == 0 and probs[1, :4097].sum() == 0
+    assert torch.allclose(probs.sum(1), torch.ones(3), atol=1e-3)

@@ -231,9 +231,9 @@ class SparseEncoder(nn.Module):
         feats.append(torch.log1p(batch["n_photons"].to(x.dtype)).unsqueeze(1))
         feats.append(torch.log1p(offsets.diff().to(x.dtype)).unsqueeze(1))
         mu, logvar = self.net(self.norm(torch.cat([x, *feats], 1))).chunk(2, dim=-1)
-        if self.relative:
-            mu = torch.cat([anchor.to(mu.dtype), mu], 1)
-            logvar = torch.cat([torch.zeros_like(anchor, dtype=logvar.dtype), logvar], 1)
+        if self.relative:  # float32 even under bf16 autocast: the first bin must stay exact
+            mu = torch.cat([anchor, mu.float()], 1)
+            logvar = torch.cat([torch.zeros_like(anchor), logvar.float()], 1)
         return mu, logvar
 
 
