@@ -590,7 +590,7 @@ class InteractionGNNTracker(HEPModule):
         track_results: dict[str, list[dict]] = {}
         scores_by_method: dict[str, list[float]] = {"walkthrough": [], "components": []}
         times: list[dict] = []
-        particle_tables, edge_scores = [], []
+        particle_tables, edge_scores, sizes = [], [], []
         events = datamodule.events(split)
         for i in tqdm(range(len(dataset)), desc=f"evaluating {split}", unit="event"):
             item = dataset[i]
@@ -613,6 +613,7 @@ class InteractionGNNTracker(HEPModule):
             times.append({k: result[k] for k in result if k.startswith("time_")})
 
             hit_id = nodes["hit_id"].numpy()
+            sizes.append((n, int(np.unique(pid[pid != 0].numpy()).size)))
             for method in ("walkthrough", "components"):
                 t = time.perf_counter()
                 labels = (
@@ -661,9 +662,8 @@ class InteractionGNNTracker(HEPModule):
             )
         stages = ["time_graph", "time_filter", "time_gnn", "time_tracks"]
         metrics["seconds_per_event/total"] = float(time_table[stages].sum(axis=1).mean())
-        metrics["nodes_per_event"] = float(
-            np.mean([len(dataset[i]["nodes"]["x"]) for i in range(len(dataset))])
-        )
+        metrics["hits_per_event"] = float(np.mean([s[0] for s in sizes]))
+        metrics["particles_per_event"] = float(np.mean([s[1] for s in sizes]))
         plot_tracking(
             pd.concat(particle_tables, ignore_index=True),
             np.concatenate(edge_scores),
