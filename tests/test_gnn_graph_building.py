@@ -180,14 +180,62 @@ def test_stage_cache_is_reused(graph_data: TrackMLDataModule) -> None:
     from hepexp.models.interaction_gnn import InteractionGNNTracker
 
     model = InteractionGNNTracker(hidden=8, n_iterations=1, filter={"enabled": False})
-    model.fit_graph_builder(graph_data)
-    stored = list((Path(graph_data.data_dir) / "stages").glob("map-*.pt"))
+    model.fit_graph_stage(graph_data)
+    stored = list((Path(graph_data.data_dir) / "stages").glob("graph-*.pt"))
     assert len(stored) == 1
     again = InteractionGNNTracker(hidden=8, n_iterations=1, filter={"enabled": False})
     stamp = stored[0].stat().st_mtime_ns
-    again.fit_graph_builder(graph_data)
+    again.fit_graph_stage(graph_data)
     assert stored[0].stat().st_mtime_ns == stamp, "loaded, not refitted"
     assert torch.equal(again.graph_builder.lo, model.graph_builder.lo)
-    other = InteractionGNNTracker(graph={"pt_min": 0.8}, filter={"enabled": False})
-    other.fit_graph_builder(graph_data)
-    assert len(list((Path(graph_data.data_dir) / "stages").glob("map-*.pt"))) == 2
+    other = InteractionGNNTracker(graph={"layer_pairs": {"pt_min": 0.8}}, filter={"enabled": False})
+    other.fit_graph_stage(graph_data)
+    assert len(list((Path(graph_data.data_dir) / "stages").glob("graph-*.pt"))) == 2
+
+
+def test_metric_learning_graph(graph_data: TrackMLDataModule) -> None:
+    """A briefly trained embedding: its radius keeps the requested share of the validation
+    truth edges, and its graph finds most high-pT truth edges at a usable purity."""
+    from hepexp.models.interaction_gnn import InteractionGNNTracker
+
+    torch.manual_seed(0)
+    model = InteractionGNNTracker(
+        hidden=8,
+        n_iterations=1,
+        graph={
+            "method": "metric_learning",
+            "metric_learning": {"hidden": 64, "epochs": 4, "target_efficiency": 0.95},
+        },
+        filter={"enabled": False},
+    )
+    model.fit_graph_stage(graph_data)
+    model.train_embedding(graph_data)
+    builder = model.graph_builder
+    assert builder.is_fitted and float(builder.radius) > 0
+    counts = []
+    for split in ("val", "test"):
+        for batch in graph_data.loader(split, shuffle=False):
+            edges = builder.build(batch)
+            n = len(batch["x"])
+            counts.append(
+                edge_metrics(edges, batch["truth_edges"], batch["particle_id"], batch["pt"], n)
+            )
+    val = edge_ratios(pd.DataFrame(counts[:2]).sum().to_dict())
+    test = edge_ratios(pd.DataFrame(counts[2:]).sum().to_dict())
+    # the radius keeps 95% of the pT >= 0.5 GeV truth edges (k nearest caps a few more)
+    assert val["efficiency_pt0.9"] > 0.85
+    assert test["efficiency_pt0.9"] > 0.8
+    assert test["purity_same_particle"] > 0.05
+    stored = list((Path(graph_data.data_dir) / "stages").glob("embedding-*.pt"))
+    assert len(stored) == 1
+    again = InteractionGNNTracker(
+        hidden=8,
+        n_iterations=1,
+        graph={
+            "method": "metric_learning",
+            "metric_learning": {"hidden": 64, "epochs": 4, "target_efficiency": 0.95},
+        },
+        filter={"enabled": False},
+    )
+    again.train_embedding(graph_data)
+    assert float(again.graph_builder.radius) == float(builder.radius), "loaded from the cache"

@@ -41,7 +41,7 @@ def gnn_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_train_caches_stages_and_evaluates(gnn_run: Path) -> None:
     run = gnn_run / "logs/train/runs/gnn"
     stages = sorted(p.name.split("-")[0] for p in (gnn_run / "data/trackml/stages").glob("*.pt"))
-    assert stages == ["filter", "map"], "graph stages cached beside the data"
+    assert stages == ["filter", "graph"], "graph stages cached beside the data"
     metrics = json.loads((run / "metrics.json").read_text())
     for key in (
         "test/edges_graph/efficiency_pt1",

@@ -26,7 +26,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +55,7 @@ from hepexp.reco import track_building
 from hepexp.reco.graph_building import (
     EDGE_FEATURES,
     LayerPairMap,
+    MetricLearningGraph,
     cylindrical,
     edge_geometry,
     edge_metrics,
@@ -172,12 +173,18 @@ class FeatureScaler(nn.Module):
         self.clip = clip
         self.register_buffer("center", torch.zeros(n))
         self.register_buffer("scale", torch.ones(n))
+        self.register_buffer("is_fitted", torch.tensor(False))
+
+    @property
+    def fitted(self) -> bool:
+        return bool(self.is_fitted)
 
     def fit(self, values: np.ndarray) -> None:
         lo, med, hi = np.nanpercentile(values, [16, 50, 84], axis=0)
         width = np.where(np.isfinite(hi - lo) & (hi > lo), (hi - lo) / 2, 1.0)
         self.center = torch.as_tensor(np.nan_to_num(med), dtype=torch.float32)
         self.scale = torch.as_tensor(width, dtype=torch.float32)
+        self.is_fitted = torch.tensor(True)
 
     def forward(self, g: torch.Tensor) -> torch.Tensor:
         z = ((g - self.center) / self.scale).clamp(-self.clip, self.clip)
@@ -185,15 +192,32 @@ class FeatureScaler(nn.Module):
 
 
 # -- the pipeline --------------------------------------------------------------------------------
-DEFAULT_GRAPH = {
+DEFAULT_GRAPH = {"method": "layer_pairs", "max_fit_events": None}
+DEFAULT_LAYER_PAIRS = {
     "pt_min": 0.5,
     "quantile": 0.002,
     "margin": 0.05,
     "range_margin": 0.25,
     "min_edges": 5,
+    "symmetric": True,
     "max_candidates": 4_000_000,
-    "max_fit_events": None,
 }
+DEFAULT_METRIC_LEARNING = {
+    "emb_dim": 8,
+    "hidden": 128,
+    "layers": 3,
+    "knn": 64,
+    "epochs": 10,
+    "lr": 1e-3,
+    "margin": 0.1,
+    "n_random": 2,
+    "hard_knn": 20,
+    "train_pt_min": 0.0,
+    "target_efficiency": 0.99,
+    "target_pt_min": 0.5,
+    "max_val_events": 20,
+}
+GRAPH_METHODS = ("layer_pairs", "metric_learning")
 DEFAULT_FILTER = {
     "enabled": True,
     "hidden": 128,
@@ -229,8 +253,13 @@ class InteractionGNNTracker(HEPModule):
             :class:`InteractionGNN`.
         pos_weight: weight of true edges in the BCE loss.
         score_cut: edge score above which an edge counts as true in the edge metrics.
-        graph: :class:`~hepexp.reco.graph_building.LayerPairMap` settings, plus
-            ``max_fit_events`` (training events used to fit it; null: all).
+        graph: ``method`` (``layer_pairs``: :class:`~hepexp.reco.graph_building.LayerPairMap`
+            with the settings in ``layer_pairs``; ``metric_learning``:
+            :class:`~hepexp.reco.graph_building.MetricLearningGraph` with the settings in
+            ``metric_learning``, trained for ``epochs`` before the filter, its radius set to
+            keep ``target_efficiency`` of the validation truth edges of particles with pT >=
+            ``target_pt_min``), ``max_fit_events`` (training events used to fit the map and
+            the feature scaling; null: all).
         filter: ``enabled``, ``hidden``, ``layers``, ``epochs``, ``lr``, ``pos_weight``,
             ``target_efficiency`` (share of the truth edges of particles with pT >=
             ``target_pt_min`` that the cut keeps, on at most ``max_val_events`` validation
@@ -260,7 +289,18 @@ class InteractionGNNTracker(HEPModule):
         **base: Any,
     ) -> None:
         super().__init__(**base)
+        graph = dict(graph or {})
+        self.layer_pairs_cfg = _merged(
+            DEFAULT_LAYER_PAIRS, graph.pop("layer_pairs", None), "graph.layer_pairs"
+        )
+        self.metric_cfg = _merged(
+            DEFAULT_METRIC_LEARNING, graph.pop("metric_learning", None), "graph.metric_learning"
+        )
         self.graph_cfg = _merged(DEFAULT_GRAPH, graph, "graph")
+        if self.graph_cfg["method"] not in GRAPH_METHODS:
+            raise ConfigError(
+                f"model.graph.method: one of {GRAPH_METHODS}, got {self.graph_cfg['method']!r}"
+            )
         self.filter_cfg = _merged(DEFAULT_FILTER, filter, "filter")
         self.tracks_cfg = _merged(DEFAULT_TRACKS, tracks, "tracks")
         if self.tracks_cfg["method"] not in ("walkthrough", "components"):
@@ -268,9 +308,14 @@ class InteractionGNNTracker(HEPModule):
                 f"model.tracks.method: 'walkthrough' or 'components', got "
                 f"{self.tracks_cfg['method']!r}"
             )
-        map_args = {k: v for k, v in self.graph_cfg.items() if k != "max_fit_events"}
         self.node_features = node_features
-        self.graph_builder = LayerPairMap(**map_args)
+        if self.graph_cfg["method"] == "layer_pairs":
+            self.graph_builder = LayerPairMap(**self.layer_pairs_cfg)
+        else:
+            ml = self.metric_cfg
+            self.graph_builder = MetricLearningGraph(
+                node_features, ml["emb_dim"], ml["hidden"], ml["layers"], ml["knn"], activation
+            )
         self.scaler = FeatureScaler()
         self.filter = (
             EdgeFilter(
@@ -310,9 +355,7 @@ class InteractionGNNTracker(HEPModule):
     def build_graph(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Candidate edges of a batch (map, then filter when trained): ``edges`` (2, E),
         ``n_map_edges`` and, with the filter, ``filter_scores`` of the map edges."""
-        edges = self.graph_builder(
-            batch["x"], batch["volume_id"], batch["layer_id"], batch["batch"]
-        )
+        edges = self.graph_builder.build(batch)
         out = {"n_map_edges": torch.tensor(edges.shape[1])}
         if self.filter is not None and self.filter_ready:
             scores = torch.sigmoid(
@@ -360,39 +403,99 @@ class InteractionGNNTracker(HEPModule):
             record["truth_edges"] = item["truth_edges"]["edge"].T
             yield record
 
-    def fit_graph_builder(self, datamodule: TrackMLDataModule) -> None:
-        """Fit the layer-pair map and the edge-feature scaler on the training events (or load
-        them from the stage cache)."""
-        settings = {
-            "map": self.graph_builder.settings(),
-            "fit_events": self.graph_cfg["max_fit_events"],
-        }
-        path = self._stage_path(datamodule, "map", settings)
+    def _graph_settings(self) -> dict:
+        method = self.graph_cfg["method"]
+        cfg = self.layer_pairs_cfg if method == "layer_pairs" else self.metric_cfg
+        return {"method": method, method: cfg, "fit_events": self.graph_cfg["max_fit_events"]}
+
+    @property
+    def graph_ready(self) -> bool:
+        return bool(self.graph_builder.is_fitted and self.scaler.fitted)
+
+    def fit_graph_stage(self, datamodule: TrackMLDataModule) -> None:
+        """Fit the edge-feature scaling and, for ``layer_pairs``, the map on the training
+        events (or load them from the stage cache)."""
+        settings = self._graph_settings()
+        if self.graph_cfg["method"] == "metric_learning":
+            settings = {"fit_events": settings["fit_events"]}  # only the scaler
+        path = self._stage_path(datamodule, "graph", settings)
         if path.exists():
             state = torch.load(path, map_location="cpu", weights_only=True)
-            self.graph_builder.load_state_dict(state["map"])
             self.scaler.load_state_dict(state["scaler"])
-            log.info("layer-pair map loaded from %s", path)
+            if "map" in state:
+                self.graph_builder.load_state_dict(state["map"])
+            log.info("graph stage loaded from %s", path)
             return
         records = list(self._train_records(datamodule))
-        self.graph_builder.fit(records)
         feats = []
         for r in records:
             e = torch.as_tensor(r["truth_edges"])
             x = torch.as_tensor(r["x"], dtype=torch.float64)
             feats.append(edge_geometry(cylindrical(x), e[0], e[1]).numpy())
         self.scaler.fit(np.concatenate(feats))
-        _save_atomic(
-            {"map": self.graph_builder.state_dict(), "scaler": self.scaler.state_dict()}, path
-        )
-        log.info("layer-pair map: %d layer pairs, saved to %s", len(self.graph_builder.pairs), path)
+        state = {"scaler": self.scaler.state_dict()}
+        if isinstance(self.graph_builder, LayerPairMap):
+            self.graph_builder.fit(records)
+            state["map"] = self.graph_builder.state_dict()
+            log.info("layer-pair map: %d layer pairs", len(self.graph_builder.pairs))
+        _save_atomic(state, path)
+        log.info("graph stage saved to %s", path)
+
+    def _val_batches(self, datamodule: TrackMLDataModule, limit: int) -> Iterator[dict]:
+        for i, batch in enumerate(datamodule.loader("val", batch_size=1, shuffle=False)):
+            if i >= limit:
+                return
+            yield {k: v.to(self.device) for k, v in batch.items()}
+
+    def train_embedding(self, datamodule: TrackMLDataModule) -> None:
+        """Metric learning: train the embedding on the training events with the hinge loss,
+        then set the radius that keeps ``target_efficiency`` of the validation truth edges
+        (or load both from the stage cache)."""
+        settings = {**self._graph_settings(), "node_features": self.node_features}
+        settings["seed"] = datamodule.seed
+        path = self._stage_path(datamodule, "embedding", settings)
+        builder: MetricLearningGraph = self.graph_builder
+        if path.exists():
+            builder.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            log.info("embedding loaded from %s (radius %.4f)", path, float(builder.radius))
+            return
+        cfg = self.metric_cfg
+        device = self.device
+        torch.manual_seed(datamodule.seed)
+        optimizer = torch.optim.Adam(builder.net.parameters(), lr=cfg["lr"])
+        loader = datamodule.loader("train", batch_size=1)
+        for epoch in range(int(cfg["epochs"])):
+            total, steps = 0.0, 0
+            desc = f"embedding epoch {epoch + 1}/{cfg['epochs']}"
+            for batch in tqdm(loader, desc=desc, unit="event"):
+                batch = {k: v.to(device) for k, v in batch.items()}
+                loss = builder.loss(
+                    batch, cfg["margin"], cfg["n_random"], cfg["hard_knn"], cfg["train_pt_min"]
+                )
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                total += loss.item()
+                steps += 1
+            log.info("embedding epoch %d: loss %.5f", epoch + 1, total / max(steps, 1))
+        builder.requires_grad_(False)
+        distances = []
+        with torch.no_grad():
+            for batch in self._val_batches(datamodule, int(cfg["max_val_events"])):
+                emb = builder.embed(batch["features"], batch["x"])
+                truth = batch["truth_edges"]
+                truth = truth[:, batch["pt"][truth[0]] >= float(cfg["target_pt_min"])]
+                distances.append((emb[truth[0]] - emb[truth[1]]).norm(dim=1).cpu())
+        radius = float(torch.quantile(torch.cat(distances).double(), cfg["target_efficiency"]))
+        builder.radius.fill_(radius)
+        _save_atomic(builder.state_dict(), path)
+        log.info("embedding radius %.4f, saved to %s", radius, path)
 
     def train_filter(self, datamodule: TrackMLDataModule) -> None:
         """Train the edge filter on the training events and set its cut on validation events
         (or load both from the stage cache)."""
         settings = {
-            "map": self.graph_builder.settings(),
-            "fit_events": self.graph_cfg["max_fit_events"],
+            **self._graph_settings(),
             "filter": self.filter_cfg,
             "node_features": self.node_features,
             "seed": datamodule.seed,
@@ -413,11 +516,10 @@ class InteractionGNNTracker(HEPModule):
         loader = datamodule.loader("train", batch_size=1)
         for epoch in range(int(cfg["epochs"])):
             total, steps = 0.0, 0
-            for batch in tqdm(
-                loader, desc=f"filter epoch {epoch + 1}/{cfg['epochs']}", unit="event"
-            ):
+            desc = f"filter epoch {epoch + 1}/{cfg['epochs']}"
+            for batch in tqdm(loader, desc=desc, unit="event"):
                 batch = {k: v.to(device) for k, v in batch.items()}
-                edges = self.graph_builder(batch["x"], batch["volume_id"], batch["layer_id"])
+                edges = self.graph_builder.build(batch)
                 y = _same_particle(batch["particle_id"], edges).float()
                 logits = self.filter(batch["features"], self.edge_inputs(batch["x"], edges), edges)
                 loss = F.binary_cross_entropy_with_logits(logits, y, pos_weight=pos_weight)
@@ -429,15 +531,11 @@ class InteractionGNNTracker(HEPModule):
             log.info("filter epoch %d: loss %.4f", epoch + 1, total / max(steps, 1))
         self.filter.requires_grad_(False)
         # the cut keeps target_efficiency of the truth edges (of particles with pT >=
-        # target_pt_min) that the map found, on validation events
+        # target_pt_min) that the graph stage found, on validation events
         scores = []
-        val = datamodule.loader("val", batch_size=1, shuffle=False)
         with torch.no_grad():
-            for i, batch in enumerate(val):
-                if i >= int(cfg["max_val_events"]):
-                    break
-                batch = {k: v.to(device) for k, v in batch.items()}
-                edges = self.graph_builder(batch["x"], batch["volume_id"], batch["layer_id"])
+            for batch in self._val_batches(datamodule, int(cfg["max_val_events"])):
+                edges = self.graph_builder.build(batch)
                 s = torch.sigmoid(
                     self.filter(batch["features"], self.edge_inputs(batch["x"], edges), edges)
                 )
@@ -451,19 +549,26 @@ class InteractionGNNTracker(HEPModule):
         log.info("edge filter cut %.4f, saved to %s", cut, path)
 
     def setup(self, stage: str) -> None:
-        if stage == "fit" and not self.graph_builder.is_fitted:
-            self.fit_graph_builder(self.datamodule)
+        if stage == "fit" and not self.scaler.fitted:
+            self.fit_graph_stage(self.datamodule)
+
+    def _rank_zero_first(self, stage: Callable[[TrackMLDataModule], None]) -> None:
+        """Run a trained stage on rank 0 (which caches it), then load it on the other ranks."""
+        trainer = self.trainer
+        if trainer.is_global_zero:
+            stage(self.datamodule)
+        trainer.strategy.barrier()
+        if not trainer.is_global_zero:
+            stage(self.datamodule)
 
     def on_fit_start(self) -> None:
         self._graph_cache.clear()
-        if self.filter is not None and not self.filter_ready:
-            trainer = self.trainer
-            if trainer.is_global_zero:
-                self.train_filter(self.datamodule)
-            trainer.strategy.barrier()
-            if not trainer.is_global_zero:
-                self.train_filter(self.datamodule)  # loads what rank 0 saved
+        if not self.graph_builder.is_fitted:
+            self._rank_zero_first(self.train_embedding)
+        self.graph_builder.requires_grad_(False)
         if self.filter is not None:
+            if not self.filter_ready:
+                self._rank_zero_first(self.train_filter)
             self.filter.requires_grad_(False)
 
     # -- GNN training ---------------------------------------------------------------------------
@@ -538,7 +643,7 @@ class InteractionGNNTracker(HEPModule):
         out: dict[str, Any] = {}
         self._sync()
         t0 = time.perf_counter()
-        edges = self.graph_builder(ev["x"], ev["volume_id"], ev["layer_id"], ev["batch"])
+        edges = self.graph_builder.build(ev)
         self._sync()
         t1 = time.perf_counter()
         out["map_edges"] = edges

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import NullFormatter
 
 from hepexp.plotting import plt, save_figure
 
@@ -49,6 +50,9 @@ def plot_tracking(
         x, eff, err = _binned_efficiency(sel["pt"].to_numpy(), sel[flag].to_numpy(), bins)
         ax.errorbar(x, eff, yerr=err, marker="o", ms=3, ls="", label=label)
     ax.set_xscale("log")
+    ticks = [t for t in (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50) if t <= bins[-1]]
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("particle $p_T$ [GeV]")
     ax.set_ylabel("tracking efficiency")
     ax.set_ylim(0, 1.05)

@@ -265,6 +265,10 @@ class LayerPairMap(nn.Module):
         idx = torch.searchsorted(self.layer_keys, key).clamp_max(len(self.layer_keys) - 1)
         return torch.where(self.layer_keys[idx] == key, idx, torch.full_like(idx, -1))
 
+    def build(self, event: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Edges of an event (or joined batch) given as the ``graph`` view's tensors."""
+        return self(event["x"], event["volume_id"], event["layer_id"], event.get("batch"))
+
     @torch.no_grad()
     def forward(
         self,
@@ -334,6 +338,82 @@ class LayerPairMap(nn.Module):
         if not found:
             return torch.zeros((2, 0), dtype=torch.int64, device=device)
         return orient_and_unique(torch.cat(found, dim=1), x)
+
+
+class MetricLearningGraph(nn.Module):
+    """Learned graph construction (Exa.TrkX metric learning): an MLP embeds each hit in
+    ``emb_dim`` dimensions so that consecutive hits of a particle lie close together; edges
+    join hits closer than ``radius`` in the embedding (at most ``knn`` per hit).
+
+    Input per hit: the node features and cos/sin of its azimuth (no wrap-around at +-pi).
+    The network is trained by :meth:`loss` (hinge loss on truth pairs, random pairs and hard
+    negatives); ``radius`` is a buffer set after training (see the pipeline).
+    """
+
+    def __init__(
+        self,
+        node_features: int,
+        emb_dim: int = 8,
+        hidden: int = 128,
+        layers: int = 3,
+        knn: int = 64,
+        activation: str = "silu",
+    ) -> None:
+        super().__init__()
+        from hepexp.models.blocks import mlp
+
+        self.knn = knn
+        self.net = mlp(
+            [node_features + 2] + [hidden] * layers + [emb_dim], activation, norm="layer"
+        )
+        self.register_buffer("radius", torch.tensor(float("nan")))
+
+    @property
+    def is_fitted(self) -> bool:
+        return bool(torch.isfinite(self.radius))
+
+    def embed(self, features: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        phi = torch.atan2(x[:, 1], x[:, 0])
+        inputs = torch.cat([features, torch.cos(phi)[:, None], torch.sin(phi)[:, None]], dim=1)
+        return self.net(inputs.float())
+
+    def loss(
+        self,
+        event: Mapping[str, torch.Tensor],
+        margin: float,
+        n_random: int,
+        hard_knn: int,
+        pt_min: float = 0.0,
+    ) -> torch.Tensor:
+        """Hinge loss of one event: ``d^2`` for truth-graph pairs (of particles with pT >=
+        ``pt_min``), ``relu(margin - d)^2`` for other pairs among ``n_random`` random pairs
+        per hit and the ``hard_knn`` nearest neighbours within ``margin`` in the current
+        embedding."""
+        emb = self.embed(event["features"], event["x"])
+        n = len(emb)
+        truth = event["truth_edges"]
+        truth = truth[:, event["pt"][truth[0]] >= pt_min]
+        g = torch.Generator(device="cpu").manual_seed(int(event["event_id"][0]))
+        random = torch.randint(0, n, (2, n * n_random), generator=g).to(emb.device)
+        hard = radius_graph(emb.detach(), margin, hard_knn, event.get("batch"))
+        pairs = torch.cat([random, hard], dim=1)
+        pid = event["particle_id"]
+        negative = (pid[pairs[0]] != pid[pairs[1]]) | (pid[pairs[0]] == 0)
+        pairs = pairs[:, negative & (pairs[0] != pairs[1])]
+        d_pos = (emb[truth[0]] - emb[truth[1]]).square().sum(1)
+        d_neg = (emb[pairs[0]] - emb[pairs[1]]).square().sum(1).clamp_min(1e-12).sqrt()
+        pos = d_pos.sum() / max(truth.shape[1], 1)
+        neg = torch.relu(margin - d_neg).square().sum() / max(pairs.shape[1], 1)
+        return pos + neg
+
+    def build(self, event: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Edges of an event (or joined batch) given as the ``graph`` view's tensors."""
+        if not self.is_fitted:
+            raise RuntimeError("MetricLearningGraph is not trained (its radius is unset)")
+        with torch.no_grad():
+            emb = self.embed(event["features"], event["x"])
+            edges = radius_graph(emb, float(self.radius), self.knn, event.get("batch"))
+        return orient_and_unique(edges, event["x"])
 
 
 @torch.no_grad()
