@@ -514,12 +514,19 @@ class InteractionGNNTracker(HEPModule):
         pos_weight = torch.tensor(float(cfg["pos_weight"]), device=device)
         self.filter.train()
         loader = datamodule.loader("train", batch_size=1)
+        candidates: dict[int, torch.Tensor] = {}  # the graph stage is fixed: build once
         for epoch in range(int(cfg["epochs"])):
             total, steps = 0.0, 0
             desc = f"filter epoch {epoch + 1}/{cfg['epochs']}"
             for batch in tqdm(loader, desc=desc, unit="event"):
                 batch = {k: v.to(device) for k, v in batch.items()}
-                edges = self.graph_builder.build(batch)
+                event_id = int(batch["event_id"][0])
+                if event_id in candidates:
+                    edges = candidates[event_id].to(device).long()
+                else:
+                    edges = self.graph_builder.build(batch)
+                    if self.cache_graphs:
+                        candidates[event_id] = edges.to(torch.int32).cpu()
                 y = _same_particle(batch["particle_id"], edges).float()
                 logits = self.filter(batch["features"], self.edge_inputs(batch["x"], edges), edges)
                 loss = F.binary_cross_entropy_with_logits(logits, y, pos_weight=pos_weight)
