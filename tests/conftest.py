@@ -28,6 +28,7 @@ TINY_DATA = {
         "data.simulation.n_test=600",
     ],
     "prometheus": ["data.simulation.n_events=20", "data.batch_size=32"],
+    "trackml": ["data.simulation.n_events=10", "data.simulation.n_particles=50"],
 }
 
 

@@ -31,7 +31,7 @@ from hepexp.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 #: sub-event ids: source event id * SUBEVENT_STRIDE + index of the sub-event
 SUBEVENT_STRIDE = 1000
 
@@ -73,6 +73,8 @@ def _graph_record(ev: SubEvent, options: Mapping) -> dict[str, dict]:
         "particle_id": hits["particle_id"],
         "volume_id": hits["volume_id"],
         "layer_id": hits["layer_id"],
+        "module_id": ev.hits["module_id"].to_numpy().astype(np.int64),
+        "pt": views.particle_pt(ev.hits, ev.particles, ev.truth),
     }
     edges = views.truth_graph(ev.hits, ev.truth, ev.particles).T.copy()
     return {"nodes": nodes, "truth_edges": {"edge": edges}}
@@ -165,6 +167,19 @@ class RowCollate:
         return out
 
 
+#: per-node arrays of the graph view
+GRAPH_NODE_KEYS = (
+    "features",
+    "x",
+    "hit_id",
+    "particle_id",
+    "volume_id",
+    "layer_id",
+    "module_id",
+    "pt",
+)
+
+
 class GraphCollate:
     """Events as graphs; several events are joined into one disconnected graph."""
 
@@ -178,7 +193,7 @@ class GraphCollate:
             offset += len(nodes["x"])
         out = {
             key: torch.from_numpy(np.concatenate([p[0][key] for p in parts]))
-            for key in ("features", "x", "hit_id", "particle_id", "volume_id", "layer_id")
+            for key in GRAPH_NODE_KEYS
         }
         out["truth_edges"] = torch.from_numpy(np.concatenate([p[1] for p in parts]).T.copy())
         out["event_id"] = torch.tensor([p[2] for p in parts], dtype=torch.int64)
@@ -201,7 +216,7 @@ class TrackMLDataModule(HEPDataModule):
         "event_hits": "per (sub-)event: hit positions with per-hit targets theta, sin phi, cos phi, q",
         "track_hits": "per particle: its hits ordered by distance from the origin, padded",
         "hits": "single hits (x, y, z) with their ids",
-        "graph": "per event: node features, truth edges, hit and particle ids",
+        "graph": "per event: node features, truth edges, hit/particle/module ids, particle pT",
     }
 
     def __init__(

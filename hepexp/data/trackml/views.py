@@ -8,7 +8,7 @@ unless stated otherwise. Coordinates are in mm (before scaling), momenta in GeV,
 - :func:`track_hits` - per-particle padded hit sequences (vqvae_cond / vqvae_uncond).
 - :func:`single_hits` - all hits as independent points (vqvae_uncond, tokenisation).
 - :func:`truth_graph`, :func:`node_features`, :func:`edge_truth`,
-  :func:`same_particle_edges` - hit graphs (interaction_gnn).
+  :func:`same_particle_edges`, :func:`particle_pt` - hit graphs (interaction_gnn).
 """
 
 from __future__ import annotations
@@ -96,6 +96,15 @@ def event_hits(hits: pd.DataFrame, particles: pd.DataFrame, truth: pd.DataFrame)
         "volume_id": hits["volume_id"].to_numpy().astype(np.int64),
         "layer_id": hits["layer_id"].to_numpy().astype(np.int64),
     }
+
+
+def particle_pt(hits: pd.DataFrame, particles: pd.DataFrame, truth: pd.DataFrame) -> np.ndarray:
+    """(n,) float32: transverse momentum (GeV) of each hit's particle; 0 for noise."""
+    _require(particles, ["particle_id", "px", "py"], "particles")
+    pid = _particle_of_hits(hits, truth)
+    prow = _particle_rows(particles, pid, "particle_pt")
+    pt = np.hypot(particles["px"].to_numpy(np.float64), particles["py"].to_numpy(np.float64))
+    return np.where(prow >= 0, pt[np.maximum(prow, 0)], 0.0).astype(np.float32)
 
 
 def track_hits(

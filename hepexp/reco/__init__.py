@@ -1,0 +1,1 @@
+"""Turning model outputs into tracks: graph building and track building."""

@@ -1,0 +1,104 @@
+"""model=interaction_gnn end to end: train.py -> evaluate.py -> convert.py on tiny events."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from hepexp.data.trackml.io import load_event
+from hepexp.metrics.trackml import score_event
+from hepexp.run.common import model_from_checkpoint
+
+from .conftest import run_entrypoint
+
+TINY = [
+    "model=interaction_gnn",
+    "data=trackml",
+    "data.simulation.n_events=10",
+    "data.simulation.n_particles=60",
+    "model.hidden=16",
+    "model.n_iterations=2",
+    "model.filter.epochs=1",
+    "model.filter.hidden=16",
+    "trainer.max_epochs=2",
+    "trainer.accelerator=cpu",
+]
+
+
+@pytest.fixture(scope="module")
+def gnn_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cwd = tmp_path_factory.mktemp("gnn_run")
+    run_entrypoint("train.py", *TINY, cwd=cwd, env={"HEPEXP_RUN_ID": "gnn"})
+    return cwd
+
+
+@pytest.mark.slow
+def test_train_caches_stages_and_evaluates(gnn_run: Path) -> None:
+    run = gnn_run / "logs/train/runs/gnn"
+    stages = sorted(p.name.split("-")[0] for p in (gnn_run / "data/trackml/stages").glob("*.pt"))
+    assert stages == ["filter", "graph"], "graph stages cached beside the data"
+    metrics = json.loads((run / "metrics.json").read_text())
+    for key in (
+        "test/edges_graph/efficiency_pt1",
+        "test/edges_filter/purity",
+        "test/edges_gnn/efficiency",
+        "test/tracks_pt1/double_majority",
+        "test/tracks_pt0.9/fake_rate",
+        "test/tracks_pt0/duplicate_rate",
+        "test/tracks_components_pt1/double_majority",
+        "test/trackml_score",
+        "test/seconds_per_event/gnn",
+        "test/seconds_per_event/total",
+    ):
+        assert np.isfinite(metrics[key]), key
+    # the map alone already finds most edges of high-pT particles
+    assert metrics["test/edges_graph/efficiency_pt1"] > 0.9
+    for plot in ("efficiency_vs_pt.png", "efficiency_vs_eta.png", "edge_scores.png"):
+        assert (run / "evaluation" / plot).stat().st_size > 5_000
+
+
+@pytest.mark.slow
+def test_checkpoint_holds_every_stage(gnn_run: Path) -> None:
+    ckpt = gnn_run / "logs/train/runs/gnn/checkpoints/best.ckpt"
+    raw = torch.load(ckpt, map_location="cpu", weights_only=True)
+    state = raw["state_dict"]
+    assert state["graph_builder.pairs"].shape[0] > 20
+    assert torch.isfinite(state["filter_cut"])
+    model, _ = model_from_checkpoint(ckpt)
+    assert model.graph_builder.is_fitted and model.filter_ready
+    torch.testing.assert_close(model.graph_builder.lo, state["graph_builder.lo"])
+
+
+@pytest.mark.slow
+def test_evaluate_and_convert_need_only_the_checkpoint(gnn_run: Path) -> None:
+    ckpt = gnn_run / "logs/train/runs/gnn/checkpoints/best.ckpt"
+    run_entrypoint("evaluate.py", f"ckpt_path={ckpt}", cwd=gnn_run, env={"HEPEXP_RUN_ID": "ev"})
+    metrics = json.loads((gnn_run / "logs/evaluate/runs/ev/metrics.json").read_text())
+    after_train = json.loads((gnn_run / "logs/train/runs/gnn/evaluation/metrics.json").read_text())
+    assert metrics["trackml_score"] == pytest.approx(after_train["trackml_score"])
+    assert metrics["tracks_pt0/n_particles"] == after_train["tracks_pt0/n_particles"] > 0
+
+    events = next((gnn_run / "data/trackml/simulated").iterdir())
+    out = gnn_run / "submission.csv"
+    run_entrypoint(
+        "convert.py", f"ckpt_path={ckpt}", f"input={events}", f"output={out}", cwd=gnn_run
+    )
+    sub = pd.read_csv(out)
+    assert list(sub.columns) == ["event_id", "hit_id", "track_id"]
+    assert sorted(sub.event_id.unique()) == list(range(1, 11))
+    assert (sub.track_id >= 0).all()
+    # every hit of every event exactly once; the test event (id 10) scores as in evaluate
+    hits, truth = load_event(events / "event000000010", ("hits", "truth"))
+    mine = sub[sub.event_id == 10]
+    assert sorted(mine.hit_id) == sorted(hits.hit_id)
+    submission = mine.assign(track_id=mine.track_id.where(mine.track_id > 0, -1))
+    truth = truth.assign(weight=truth.weight / truth.weight.sum())
+    assert score_event(truth, submission[["hit_id", "track_id"]]) == pytest.approx(
+        metrics["trackml_score"], abs=1e-9
+    )
+    assert not list(gnn_run.glob(".*.tmp")), "no temporary files left"
