@@ -1,0 +1,1 @@
+"""Reconstruction: turning model outputs into tracks."""
