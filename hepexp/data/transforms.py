@@ -65,6 +65,10 @@ class FeatureTransform(nn.Module):
         self.register_buffer("loc", torch.tensor(loc, dtype=torch.float64))
         self.register_buffer("scale", torch.tensor(scale, dtype=torch.float64))
         self.register_buffer("fitted", torch.tensor(not self.needs_fit_stats))
+        is_log10 = torch.tensor([fn == "log10" for fn in self.fns])
+        is_log = torch.tensor([fn == "log" for fn in self.fns])
+        self.register_buffer("is_log10", is_log10, persistent=False)
+        self.register_buffer("is_log", is_log, persistent=False)
 
     @property
     def needs_fit_stats(self) -> bool:
@@ -76,15 +80,11 @@ class FeatureTransform(nn.Module):
 
     def _apply_fn(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.offset.to(x.dtype)
-        columns = []
-        for i, fn in enumerate(self.fns):
-            col = x[..., i]
-            if fn == "log10":
-                col = torch.log10(col.clamp_min(torch.finfo(col.dtype).tiny))
-            elif fn == "log":
-                col = torch.log(col.clamp_min(torch.finfo(col.dtype).tiny))
-            columns.append(col)
-        return torch.stack(columns, dim=-1)
+        if not (self.is_log10.any() or self.is_log.any()):
+            return x
+        safe = x.clamp_min(torch.finfo(x.dtype).tiny)
+        x = torch.where(self.is_log10, torch.log10(safe), x)
+        return torch.where(self.is_log, torch.log(safe), x)
 
     @torch.no_grad()
     def fit(self, x: torch.Tensor) -> None:
@@ -128,15 +128,9 @@ class FeatureTransform(nn.Module):
         self._check()
         dtype = y.dtype
         f = y.to(torch.float64) * self.scale + self.loc
-        columns = []
-        for i, fn in enumerate(self.fns):
-            col = f[..., i]
-            if fn == "log10":
-                col = torch.pow(10.0, col)
-            elif fn == "log":
-                col = torch.exp(col)
-            columns.append(col)
-        return (torch.stack(columns, dim=-1) - self.offset).to(dtype)
+        f = torch.where(self.is_log10, torch.pow(10.0, f), f)
+        f = torch.where(self.is_log, torch.exp(f), f)
+        return (f - self.offset).to(dtype)
 
 
 def _number_or_stat(

@@ -1,0 +1,1 @@
+"""TrackML: reader/writer of the official CSV format, simulator, sub-events, views."""
