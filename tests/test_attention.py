@@ -172,3 +172,28 @@ def test_gpu_bf16_padded_and_packed_flex_agree_and_train() -> None:
         torch.testing.assert_close(
             model(noisy, mask).float()[mask], model(x, mask).float()[mask], atol=0, rtol=0
         )
+
+
+def test_geometric_attention_layouts_agree_and_prefer_similar_tokens() -> None:
+    torch.manual_seed(0)
+    model = SetTransformer(3, 4, dim=32, layers=2, heads=4, ffn=64, geometry_dims=4).eval()
+    x, mask = _batch()
+    geometry = torch.nn.functional.normalize(torch.randn(*mask.shape, 4), dim=-1)
+    with torch.no_grad():
+        ref = model(x, mask, geometry=geometry)
+        for kernel in ("loop", "dense", "flex"):
+            out = model(x, mask, layout="packed", packed_kernel=kernel, geometry=geometry)
+            torch.testing.assert_close(out, ref, atol=2e-5, rtol=1e-4)
+        noisy = geometry.clone()
+        noisy[~mask] = 7.0
+        torch.testing.assert_close(model(x, mask, geometry=noisy)[mask], ref[mask])
+    # the sharpest head at init attends (almost) only to tokens of the same direction
+    attn = model.layers[0].attn
+    u = torch.nn.functional.normalize(torch.tensor([[1.0, 0, 0, 0], [0.9, 0.1, 0, 0]]), dim=-1)
+    u = torch.cat([u, torch.nn.functional.normalize(torch.tensor([[0.0, 1, 0, 0]]), dim=-1)])
+    gain = attn.geometry_log_gain.exp()
+    assert gain[0] < gain[-1] and gain[-1] > 100
+    logits = gain[-1] * (u @ u.T) / attn.padded_head_dim**0.5
+    assert torch.softmax(logits, -1)[0, 2] < 1e-6
+    with pytest.raises(ValueError, match="geometry"):
+        model(x, mask)

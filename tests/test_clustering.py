@@ -100,7 +100,7 @@ def test_options_of_drops_non_hdbscan_keys() -> None:
         "min_cluster_size": 5,
         "min_samples": None,
         "n_jobs": 2,
-        "feature_scale": [1, 1, 1, 1],
+        "q_scale": 0.5,
         "cluster_selection_method": "leaf",
     }
     assert options_of(config) == {"cluster_selection_method": "leaf"}

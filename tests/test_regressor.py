@@ -26,7 +26,12 @@ def _model(**kw) -> TransformerRegressor:
         **SMALL,
         "optimizer": functools.partial(torch.optim.Adam, lr=3e-3),
         "clustering": {"n_jobs": 1},
-        "scan": {"max_events": 24, "min_cluster_size": [3, 5], "min_samples": [1, 2]},
+        "scan": {
+            "max_events": 24,
+            "min_cluster_size": [3, 5],
+            "min_samples": [1, 2],
+            "q_scale": [0.25, 1.0],
+        },
     }
     return TransformerRegressor(**(options | kw))
 
@@ -77,28 +82,33 @@ def test_training_learns_tracks(trained) -> None:
 def test_scan_choice_is_saved_in_the_checkpoints(trained) -> None:
     model, _, checkpoint, metrics, out = trained
     scan = pd.read_csv(out / "clustering_scan.csv")
-    assert len(scan) == 4 and (out / "clustering_scan.png").stat().st_size > 5_000
+    assert len(scan) == 2 * 2 * 2 and set(scan.q_scale) == {0.25, 1.0}
+    assert (out / "clustering_scan.png").stat().st_size > 5_000
     best = scan.iloc[scan["score"].idxmax()]
-    chosen = [int(best.min_cluster_size), int(best.min_samples)]
+    chosen = [float(best.min_cluster_size), float(best.min_samples), float(best.q_scale)]
     assert model.cluster_params.tolist() == chosen
-    assert [metrics["min_cluster_size"], metrics["min_samples"]] == chosen
+    assert [metrics["min_cluster_size"], metrics["min_samples"], metrics["q_scale"]] == chosen
     for path in (checkpoint.best_model_path, checkpoint.last_model_path):
         state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
         assert state["cluster_params"].tolist() == chosen, path
     fresh = _model()
     fresh.load_state_dict(torch.load(checkpoint.best_model_path, weights_only=True)["state_dict"])
-    assert fresh.cluster_settings() == dict(
-        zip(("min_cluster_size", "min_samples"), chosen, strict=True)
-    )
+    keys = ("min_cluster_size", "min_samples", "q_scale")
+    assert fresh.cluster_settings() == dict(zip(keys, chosen, strict=True))
 
 
 def test_cluster_settings_priority() -> None:
     model = _model()
-    assert model.cluster_settings() == {"min_cluster_size": 5, "min_samples": 2}  # no scan yet
-    model.cluster_params.copy_(torch.tensor([7, 3]))
-    assert model.cluster_settings() == {"min_cluster_size": 7, "min_samples": 3}  # scanned
+    default = {"min_cluster_size": 5, "min_samples": 2, "q_scale": 1.0}
+    assert model.cluster_settings() == default  # no scan yet
+    model.cluster_params.copy_(torch.tensor([7, 3, 0.25]))
+    scanned = {"min_cluster_size": 7, "min_samples": 3, "q_scale": 0.25}
+    assert model.cluster_settings() == scanned
     model.clustering["min_samples"] = 1
-    assert model.cluster_settings() == {"min_cluster_size": 7, "min_samples": 1}  # explicit
+    assert model.cluster_settings() == scanned | {"min_samples": 1}  # explicit wins
+    np.testing.assert_allclose(
+        model.cluster_features(np.ones((2, 4), np.float32), 0.25), [[1, 1, 1, 0.25]] * 2
+    )
 
 
 def test_augmentation_moves_hits_and_targets_together(toy: ToyTrackMLData) -> None:

@@ -162,6 +162,8 @@ class AttentionContext:
         self.layout = layout
         self.kernel = kernel
         self.mask = mask
+        #: per-token geometry for geometric attention: (B, 1, L, G) padded, (1, 1, T, G) packed
+        self.geometry: torch.Tensor | None = None
         self.bias_cache: dict[torch.dtype, torch.Tensor | None] = {}
         if layout == "packed":
             self.packing = Packing.from_mask(mask)
@@ -219,9 +221,23 @@ class AttentionContext:
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention with a fused QKV projection."""
+    """Multi-head self-attention with a fused QKV projection.
 
-    def __init__(self, dim: int, heads: int, dropout: float = 0.0) -> None:
+    With ``geometry_dims`` > 0, every head also compares per-token geometry vectors ``u``
+    (``ctx.geometry``, e.g. unit direction vectors of hits): ``g_h u_i`` and ``u_j`` are
+    appended to the queries and keys, which adds ``g_h u_i . u_j`` (a learnable gain per head,
+    initialised from weak to sharp) to the attention logits, a similarity prior computed
+    inside the same fused kernels. Head dimensions are zero-padded to a multiple of 8.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        dropout: float = 0.0,
+        geometry_dims: int = 0,
+        geometry_gain: tuple[float, float] = (2.0, 1000.0),
+    ) -> None:
         super().__init__()
         if dim % heads:
             raise ValueError(f"attention: dim {dim} is not divisible by heads {heads}")
@@ -229,25 +245,69 @@ class SelfAttention(nn.Module):
         self.dropout = dropout
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
+        self.geometry_dims = geometry_dims
+        head_dim = dim // heads
+        self.padded_head_dim = head_dim + geometry_dims
+        if geometry_dims:
+            self.padded_head_dim = -(-self.padded_head_dim // PAD_MULTIPLE) * PAD_MULTIPLE
+            lo, hi = geometry_gain
+            gains = torch.logspace(math.log10(lo), math.log10(hi), heads)
+            self.geometry_log_gain = nn.Parameter(gains.log())
 
     def forward(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
         b, n, d = x.shape
         q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        o = ctx.attend(q, k, v, self.dropout if self.training else 0.0)
+        head_dim = q.shape[-1]
+        if self.geometry_dims:
+            if ctx.geometry is None or ctx.geometry.shape[-1] != self.geometry_dims:
+                raise ValueError(
+                    f"attention: expected geometry with {self.geometry_dims} features per token"
+                )
+            geo = ctx.geometry.to(q.dtype).expand(-1, self.heads, -1, -1)
+            gain = self.geometry_log_gain.exp().to(q.dtype)[None, :, None, None]
+            pad = self.padded_head_dim - head_dim - self.geometry_dims
+            q = F.pad(torch.cat([q, geo * gain], -1), (0, pad))
+            k = F.pad(torch.cat([k, geo], -1), (0, pad))
+            v = F.pad(v, (0, self.padded_head_dim - head_dim))
+        o = ctx.attend(q, k, v, self.dropout if self.training else 0.0)[..., :head_dim]
         return self.out(o.transpose(1, 2).reshape(b, n, d))
 
 
+class ReGLU(nn.Module):
+    """``a * relu(b)`` of the two halves of the last dimension (a gated linear unit)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = x.chunk(2, dim=-1)
+        return a * F.relu(b)
+
+
 class EncoderLayer(nn.Module):
-    """Post-norm Transformer encoder layer (as ``nn.TransformerEncoderLayer``, ReLU)."""
+    """Post-norm Transformer encoder layer (as ``nn.TransformerEncoderLayer``, ReLU).
+
+    ``ffn_gate`` replaces the ReLU feed-forward block by a gated one (ReGLU), which can form
+    products of features (e.g. of a token's own direction and its neighbours' mean).
+    """
 
     def __init__(
-        self, dim: int, heads: int, ffn: int, dropout: float = 0.1, attn_dropout: float = 0.0
+        self,
+        dim: int,
+        heads: int,
+        ffn: int,
+        dropout: float = 0.1,
+        attn_dropout: float = 0.0,
+        geometry_dims: int = 0,
+        ffn_gate: bool = False,
     ) -> None:
         super().__init__()
-        self.attn = SelfAttention(dim, heads, attn_dropout)
-        self.ffn = nn.Sequential(
-            nn.Linear(dim, ffn), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ffn, dim)
-        )
+        self.attn = SelfAttention(dim, heads, attn_dropout, geometry_dims)
+        if ffn_gate:
+            self.ffn = nn.Sequential(
+                nn.Linear(dim, 2 * ffn), ReGLU(), nn.Dropout(dropout), nn.Linear(ffn, dim)
+            )
+        else:
+            self.ffn = nn.Sequential(
+                nn.Linear(dim, ffn), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ffn, dim)
+            )
         self.norm1 = nn.LayerNorm(dim)
         self.norm2 = nn.LayerNorm(dim)
         self.drop1 = nn.Dropout(dropout)
@@ -279,14 +339,18 @@ class SetTransformer(nn.Module):
         layout: Layout = "padded",
         packed_kernel: PackedKernel = "flex",
         compile_flex: bool | Literal["auto"] = "auto",
+        geometry_dims: int = 0,
+        ffn_gate: bool = False,
     ) -> None:
         super().__init__()
+        self.geometry_dims = geometry_dims
         self.layout = layout
         self.packed_kernel = packed_kernel
         self.compile_flex = compile_flex
         self.embed = nn.Linear(in_features, dim)
         self.layers = nn.ModuleList(
-            EncoderLayer(dim, heads, ffn, dropout, attn_dropout) for _ in range(layers)
+            EncoderLayer(dim, heads, ffn, dropout, attn_dropout, geometry_dims, ffn_gate)
+            for _ in range(layers)
         )
         self.head = nn.Linear(dim, out_features)
 
@@ -296,6 +360,7 @@ class SetTransformer(nn.Module):
         mask: torch.Tensor | None = None,
         layout: Layout | None = None,
         packed_kernel: PackedKernel | None = None,
+        geometry: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if x.dim() != 3:
             raise ValueError(f"x: expected (B, L, features), got shape {tuple(x.shape)}")
@@ -307,14 +372,20 @@ class SetTransformer(nn.Module):
             kernel = "flex" if x.is_cuda else "loop"
         if layout not in ("padded", "packed"):
             raise ValueError(f"attention layout must be 'padded' or 'packed', got {layout!r}")
+        if self.geometry_dims and (geometry is None or geometry.shape[:2] != x.shape[:2]):
+            raise ValueError(f"geometry: expected (B, L, {self.geometry_dims}) beside x")
         if layout == "packed":
             ctx = AttentionContext(mask, "packed", kernel, self.compile_flex)
+            if geometry is not None and self.geometry_dims:
+                ctx.geometry = ctx.packing.pack(geometry)[None, None]
             h = self.embed(ctx.packing.pack(x))[None]
             for layer in self.layers:
                 h = layer(h, ctx)
             return ctx.packing.unpack(self.head(h[0]))
         if bool(mask.all()):  # nothing to mask: no bias, the flash kernel is eligible
             ctx = AttentionContext(mask, "padded")
+            if geometry is not None and self.geometry_dims:
+                ctx.geometry = geometry[:, None]
             h = self.embed(x)
             for layer in self.layers:
                 h = layer(h, ctx)
@@ -323,7 +394,11 @@ class SetTransformer(nn.Module):
         pad = -length % PAD_MULTIPLE
         if pad:
             x, mask = F.pad(x, (0, 0, 0, pad)), F.pad(mask, (0, pad), value=False)
+            if geometry is not None:
+                geometry = F.pad(geometry, (0, 0, 0, pad))
         ctx = AttentionContext(mask, "padded")
+        if geometry is not None and self.geometry_dims:
+            ctx.geometry = geometry[:, None]
         h = self.embed(x)
         for layer in self.layers:
             h = layer(h, ctx)

@@ -45,11 +45,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("hepexp")
 
 TARGETS = ("theta", "sin_phi", "cos_phi", "q")
-DEFAULT_CLUSTERING = {"min_cluster_size": 5, "min_samples": 2}
+DEFAULT_CLUSTERING = {"min_cluster_size": 5, "min_samples": 2, "q_scale": 1.0}
 DEFAULT_SCAN = {
     "enabled": True,
     "min_cluster_size": [3, 4, 5, 6, 7],
     "min_samples": [1, 2, 3, 4],
+    "q_scale": [0.25, 1.0],
     "max_events": 200,
 }
 
@@ -66,14 +67,28 @@ class TransformerRegressor(HEPModule):
         attention: ``layout`` (``padded`` | ``packed``), ``packed_kernel`` (``auto``: flex on
             CUDA, loop on CPU | ``flex`` | ``loop`` | ``dense``), ``compile_flex``
             (``auto``: on CUDA).
+        direction_features: also feed the hit's transverse radius r, azimuthal direction
+            (x / r, y / r) and polar direction (z / rho, r / rho) seen from the origin to the
+            embedding (the original takes x, y, z only): hits of one track share directions,
+            so attention finds them with a dot product.
+        hit_frame: the network predicts the particle direction relative to the hit's own
+            direction seen from the origin: theta = theta_hit + d_theta and (sin phi, cos phi) =
+            (sin phi_hit, cos phi_hit) rotated by (s, 1 + c); the loss stays on the usual
+            targets. High-pT tracks then need small corrections only (the original predicts
+            absolute values).
+        geometric_attention: every attention head also scores pairs of hits by the similarity
+            of their directions from the origin (azimuthal and polar unit vectors), with a
+            learnable gain per head (see :class:`hepexp.models.attention.SelfAttention`): hits
+            of one track attend to each other from the first step on.
+        ffn_gate: gated (ReGLU) feed-forward blocks instead of ReLU ones.
         loss_on_noise: also regress the all-zero target of noise hits (default: only hits of
             particles count in the MSE).
         clustering: HDBSCAN settings: ``min_cluster_size``/``min_samples`` (null: the values
             chosen by the scan, stored in the checkpoint; 5 / 2 before any scan), ``n_jobs``
-            (worker processes), ``feature_scale`` (per-target factors applied to the
-            predictions before clustering) and any :class:`hdbscan.HDBSCAN` option.
-        scan: ``enabled``, the ``min_cluster_size`` and ``min_samples`` grids, ``max_events``
-            (validation events used).
+            (worker processes), ``q_scale`` (factor on the predicted q before clustering; null:
+            scanned, 1 before any scan) and any :class:`hdbscan.HDBSCAN` option.
+        scan: ``enabled``, the ``min_cluster_size``, ``min_samples`` and ``q_scale`` grids,
+            ``max_events`` (validation events used).
         augment: detector symmetries applied to training batches: ``rotate_phi`` (a random
             rotation about the beam axis per event; sin/cos phi targets rotate with it) and
             ``flip_z`` (z -> -z for a random half of the events; theta -> pi - theta).
@@ -97,6 +112,10 @@ class TransformerRegressor(HEPModule):
         dropout: float = 0.1,
         attn_dropout: float = 0.0,
         attention: Mapping[str, Any] | None = None,
+        direction_features: bool = False,
+        hit_frame: bool = False,
+        geometric_attention: bool = False,
+        ffn_gate: bool = False,
         loss_on_noise: bool = False,
         clustering: Mapping[str, Any] | None = None,
         scan: Mapping[str, Any] | None = None,
@@ -115,8 +134,10 @@ class TransformerRegressor(HEPModule):
         attention = {"layout": "padded", "packed_kernel": "auto", "compile_flex": "auto"} | dict(
             attention or {}
         )
+        self.direction_features = direction_features
+        self.hit_frame = hit_frame
         self.net = SetTransformer(
-            num_features,
+            num_features + (5 if direction_features else 0),
             num_targets,
             dim=dim,
             layers=layers,
@@ -127,12 +148,18 @@ class TransformerRegressor(HEPModule):
             layout=attention["layout"],
             packed_kernel=attention["packed_kernel"],
             compile_flex=attention["compile_flex"],
+            geometry_dims=4 if geometric_attention else 0,
+            ffn_gate=ffn_gate,
         )
+        self.geometric_attention = geometric_attention
         self.coord_scale = float(coord_scale)
         self.loss_on_noise = loss_on_noise
-        self.clustering = {"min_cluster_size": None, "min_samples": None, "n_jobs": 1} | dict(
-            clustering or {}
-        )
+        self.clustering = {
+            "min_cluster_size": None,
+            "min_samples": None,
+            "q_scale": None,
+            "n_jobs": 1,
+        } | dict(clustering or {})
         self.scan = DEFAULT_SCAN | dict(scan or {})
         self.augment = {"rotate_phi": False, "flip_z": False} | dict(augment or {})
         unknown = set(self.augment) - {"rotate_phi", "flip_z"}
@@ -141,8 +168,8 @@ class TransformerRegressor(HEPModule):
         self.val_score_events = int(val_score_events)
         self.eval_batch_size = eval_batch_size
         self.pt_min = pt_min
-        # (min_cluster_size, min_samples) chosen by the validation scan; 0 = not scanned yet
-        self.register_buffer("cluster_params", torch.zeros(2, dtype=torch.int64))
+        # (min_cluster_size, min_samples, q_scale) chosen by the validation scan; 0 = not yet
+        self.register_buffer("cluster_params", torch.zeros(3, dtype=torch.float64))
         self._model_seconds = 0.0
         self._model_events = 0
         self._val_truths: list[tuple[int, pd.DataFrame]] | None = None
@@ -150,37 +177,51 @@ class TransformerRegressor(HEPModule):
     # -- model ---------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """(B, N, 3) scaled hit positions (+ (B, N) mask) -> (B, N, 4) predictions."""
-        return self.net(x, mask)
+        r = torch.linalg.vector_norm(x[..., :2], dim=-1, keepdim=True)
+        direction = x[..., :2] / r.clamp_min(1e-9)  # (cos phi_hit, sin phi_hit)
+        polar = torch.cat([x[..., 2:], r], dim=-1)  # (cos theta_hit, sin theta_hit)
+        polar = polar / torch.linalg.vector_norm(polar, dim=-1, keepdim=True).clamp_min(1e-9)
+        inputs = torch.cat([x, r, direction, polar], dim=-1) if self.direction_features else x
+        geometry = torch.cat([direction, polar], dim=-1) if self.geometric_attention else None
+        out = self.net(inputs, mask, geometry=geometry)
+        if not self.hit_frame:
+            return out
+        theta = torch.atan2(r[..., 0], x[..., 2]) + out[..., 0]
+        cos_h, sin_h = direction[..., 0], direction[..., 1]
+        s, c = out[..., 1], 1.0 + out[..., 2]
+        sin_phi = sin_h * c + cos_h * s
+        cos_phi = cos_h * c - sin_h * s
+        out = torch.stack([theta, sin_phi, cos_phi, out[..., 3]], dim=-1)
+        if mask is not None:
+            out = out * mask[..., None]
+        return out
 
     def cluster_settings(self) -> dict[str, Any]:
-        """HDBSCAN parameters in use: explicit config values, else the scanned ones, else 5/2."""
-        stored = [int(v) for v in self.cluster_params.tolist()]
-        chosen = {}
-        for i, key in enumerate(("min_cluster_size", "min_samples")):
+        """Clustering parameters in use: explicit config values, else the scanned ones (stored
+        in the ``cluster_params`` buffer), else min_cluster_size 5, min_samples 2, q_scale 1."""
+        stored = self.cluster_params.tolist()
+        scanned = stored[0] > 0
+        chosen: dict[str, Any] = {}
+        for i, key in enumerate(("min_cluster_size", "min_samples", "q_scale")):
             value = self.clustering.get(key)
             if value is None:
-                value = stored[i] if stored[0] > 0 else DEFAULT_CLUSTERING[key]
-            chosen[key] = int(value)
+                value = stored[i] if scanned else DEFAULT_CLUSTERING[key]
+            chosen[key] = float(value) if key == "q_scale" else int(value)
         return chosen
 
-    def cluster_features(self, pred: np.ndarray) -> np.ndarray:
-        scale = self.clustering.get("feature_scale")
-        if scale is None:
-            return pred
-        scale = np.asarray(scale, dtype=pred.dtype)
-        if scale.shape != (pred.shape[1],):
-            raise ValueError(
-                f"clustering.feature_scale: expected {pred.shape[1]} factors, got {scale.tolist()}"
-            )
-        return pred * scale
+    def cluster_features(self, pred: np.ndarray, q_scale: float) -> np.ndarray:
+        """The clustering features: predictions with q multiplied by ``q_scale`` (a q that is
+        not yet well learned is noise on a scale of 1 that would dominate the distances)."""
+        return pred * np.array([1.0, 1.0, 1.0, q_scale], dtype=pred.dtype)
 
     def cluster(
         self, preds: Sequence[np.ndarray], **override: Any
     ) -> tuple[list[np.ndarray], np.ndarray]:
         """HDBSCAN labels per event from per-hit predictions; also CPU seconds per event."""
         params = self.cluster_settings() | override
+        q_scale = params.pop("q_scale")
         return cluster_events(
-            [self.cluster_features(p) for p in preds],
+            [self.cluster_features(p, q_scale) for p in preds],
             n_jobs=int(self.clustering.get("n_jobs", 1)),
             **params,
             **options_of(self.clustering),
@@ -324,16 +365,22 @@ class TransformerRegressor(HEPModule):
         finally:
             if current is not None:
                 self.load_state_dict(current)
-        self.cluster_params.copy_(torch.tensor([result["min_cluster_size"], result["min_samples"]]))
+        self.cluster_params.copy_(self._params_tensor(result))
         if ckpt is not None:
             for path in {ckpt.best_model_path, ckpt.last_model_path} - {""}:
                 store_cluster_params(path, self.cluster_params)
 
-    def scan_clustering(self, datamodule: HEPDataModule, out_dir: Path) -> dict:
-        """Scan HDBSCAN's min_cluster_size x min_samples on validation events; keep the best.
+    @staticmethod
+    def _params_tensor(best: Mapping[str, Any]) -> torch.Tensor:
+        keys = ("min_cluster_size", "min_samples", "q_scale")
+        return torch.tensor([float(best[k]) for k in keys], dtype=torch.float64)
 
-        Writes ``clustering_scan.csv`` and the heatmap ``clustering_scan.png`` to ``out_dir``,
-        stores the choice in the ``cluster_params`` buffer and returns it with its score.
+    def scan_clustering(self, datamodule: HEPDataModule, out_dir: Path) -> dict:
+        """Scan min_cluster_size x min_samples (x the weight of q) on validation events.
+
+        Writes ``clustering_scan.csv`` (every grid point) and the heatmap
+        ``clustering_scan.png`` (at the best q weight) to ``out_dir``, stores the best point in
+        the ``cluster_params`` buffer and returns it with its mean TrackML score.
         """
         from hepexp.plotting.trackml import plot_scan_heatmap
 
@@ -342,34 +389,39 @@ class TransformerRegressor(HEPModule):
         events = self.predict_events(datamodule, "val", max_events=len(truths))
         _check_order(events, [eid for eid, _ in truths], "val")
         start = time.perf_counter()
-        table = scan_clustering(
-            [self.cluster_features(e["pred"]) for e in events],
-            [e["hit_id"] for e in events],
-            [t for _, t in truths],
-            self.scan["min_cluster_size"],
-            self.scan["min_samples"],
-            n_jobs=int(self.clustering.get("n_jobs", 1)),
-            **options_of(self.clustering),
-        )
+        tables = []
+        for q_scale in self.scan.get("q_scale") or [1.0]:
+            table = scan_clustering(
+                [self.cluster_features(e["pred"], q_scale) for e in events],
+                [e["hit_id"] for e in events],
+                [t for _, t in truths],
+                self.scan["min_cluster_size"],
+                self.scan["min_samples"],
+                n_jobs=int(self.clustering.get("n_jobs", 1)),
+                **options_of(self.clustering),
+            )
+            table.insert(2, "q_scale", float(q_scale))
+            tables.append(table)
+        table = pd.concat(tables, ignore_index=True)
         best = best_parameters(table)
+        best["q_scale"] = float(table["q_scale"].iloc[int(np.nanargmax(table["score"]))])
         out_dir.mkdir(parents=True, exist_ok=True)
         with atomic_path(out_dir / "clustering_scan.csv") as tmp:
             table.to_csv(tmp, index=False)
         plot_scan_heatmap(
-            table,
+            table[table["q_scale"] == best["q_scale"]],
             out_dir / "clustering_scan.png",
-            f"HDBSCAN scan on {len(events)} validation events",
+            f"HDBSCAN scan on {len(events)} validation events (q weight {best['q_scale']:g})",
         )
-        self.cluster_params.copy_(
-            torch.tensor([best["min_cluster_size"], best["min_samples"]], dtype=torch.int64)
-        )
+        self.cluster_params.copy_(self._params_tensor(best))
         log.info(
-            "clustering scan (%d val events, %.1f s): min_cluster_size=%d min_samples=%d, "
-            "TrackML score %.4f",
+            "clustering scan (%d val events, %.1f s): min_cluster_size=%d min_samples=%d "
+            "q_scale=%g, TrackML score %.4f",
             len(events),
             time.perf_counter() - start,
             best["min_cluster_size"],
             best["min_samples"],
+            best["q_scale"],
             best["score"],
         )
         return best | {"n_events": len(events)}
@@ -433,6 +485,7 @@ class TransformerRegressor(HEPModule):
             "trackml_score_std": float(np.nanstd(scores)),
             "min_cluster_size": settings["min_cluster_size"],
             "min_samples": settings["min_samples"],
+            "q_scale": settings["q_scale"],
             "time_model_ms_per_event": model_ms,
             "time_clustering_ms_per_event": 1e3 * float(np.mean(cpu_seconds)),
             "time_clustering_wall_ms_per_event": 1e3 * cluster_wall / max(len(events), 1),
@@ -494,15 +547,15 @@ class TransformerRegressor(HEPModule):
         and ``output_path/submission.csv`` (event_id, hit_id, track_id; hits in no cluster get
         their own track id). Only ``*-hits.csv[.gz]`` are needed; where truth files exist too,
         the TrackML score of each event is returned. ``mode``: ``tracks`` (default).
-        Options: ``nevents``, ``min_cluster_size``, ``min_samples`` (override the stored
-        clustering).
+        Options: ``nevents``, ``min_cluster_size``, ``min_samples``, ``q_scale`` (override the
+        stored clustering).
         """
         from hepexp.data.trackml import io as trackml_io
 
         mode = mode or "tracks"
         if mode != "tracks":
             raise ValueError(f"regressor_flash convert mode must be 'tracks', got '{mode}'")
-        unknown = set(options) - {"nevents", "min_cluster_size", "min_samples"}
+        unknown = set(options) - {"nevents", "min_cluster_size", "min_samples", "q_scale"}
         if unknown:
             raise TypeError(f"regressor_flash convert: unknown options {sorted(unknown)}")
         input_path, output_path = Path(input_path), Path(output_path)
@@ -523,7 +576,9 @@ class TransformerRegressor(HEPModule):
             )
             preds.append(self(x[None])[0].float().cpu().numpy())
             hit_ids.append(hits["hit_id"].to_numpy(np.int64))
-        override = {k: int(options[k]) for k in ("min_cluster_size", "min_samples") if k in options}
+        override = {
+            k: options[k] for k in ("min_cluster_size", "min_samples", "q_scale") if k in options
+        }
         labels, _ = self.cluster(preds, **override)
         subs = [submission(h, lab, e) for h, lab, e in zip(hit_ids, labels, ids, strict=True)]
         pred_frame = pd.concat(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+import matplotlib.ticker
 import numpy as np
 import pandas as pd
 
@@ -63,6 +64,8 @@ def plot_efficiencies(particles: pd.DataFrame, path: str | Path, pt_min: float =
         eff, err, _ = _binned_efficiency(table["pt"].to_numpy(), table[column].to_numpy(), PT_BINS)
         ax.errorbar(centres, eff, yerr=err, marker="o", ms=4, capsize=2, label=label)
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("particle $p_T$ [GeV]")
     ax.set_ylabel("efficiency")
     ax.set_ylim(0, 1.05)
@@ -83,7 +86,7 @@ def plot_efficiencies(particles: pd.DataFrame, path: str | Path, pt_min: float =
     ax.set_xlabel(r"particle $\eta$")
     ax.set_ylim(0, 1.05)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(loc="lower center", fontsize=8)
     fig.suptitle(f"Tracking efficiency ({len(table)} reconstructable particles)")
     return save_figure(fig, path)
 

@@ -192,5 +192,5 @@ def submission(
 
 def options_of(config: Mapping[str, Any]) -> dict[str, Any]:
     """The HDBSCAN options of a clustering config (everything but the scan/parallel keys)."""
-    skip = {"min_cluster_size", "min_samples", "n_jobs", "scan", "feature_scale"}
+    skip = {"min_cluster_size", "min_samples", "n_jobs", "scan", "q_scale"}
     return {k: v for k, v in config.items() if k not in skip}
