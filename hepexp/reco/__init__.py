@@ -1,1 +1,1 @@
-"""Turning model outputs into tracks: graph building and track building."""
+"""Reconstruction: turning model outputs into tracks (clustering, graph and track building)."""

@@ -1,0 +1,665 @@
+"""model=regressor_flash: hits of an event -> per-hit track parameters -> HDBSCAN tracks.
+
+The Transformer Regressor of "Translating Hits to Tracks": an encoder-only Transformer maps
+every hit (x, y, z) to the parameters of the particle that left it (theta, sin phi, cos phi,
+q); HDBSCAN then groups hits with similar predictions into tracks. Unlike the original, whose
+flash path could only train one event per step, batches of events train together: padded with
+a key mask (fused SDPA kernels) or packed into one sequence with a block-diagonal mask
+(FlexAttention), see :mod:`hepexp.models.attention`.
+
+The HDBSCAN parameters are picked at the end of training by a scan of min_cluster_size x
+min_samples on validation events (:meth:`TransformerRegressor.scan_clustering`); the choice is
+a buffer of the model, so it is saved in the checkpoints and used by evaluate/convert, unless
+``clustering.min_cluster_size`` / ``clustering.min_samples`` are set explicitly.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+
+from hepexp.metrics.trackml import efficiencies, match_particles, score_event
+from hepexp.models.attention import SetTransformer
+from hepexp.models.base import HEPModule
+from hepexp.reco.clustering import (
+    best_parameters,
+    cluster_events,
+    options_of,
+    scan_clustering,
+    submission,
+)
+from hepexp.utils.io import atomic_path
+
+if TYPE_CHECKING:
+    from hepexp.data.base import HEPDataModule
+
+log = logging.getLogger("hepexp")
+
+TARGETS = ("theta", "sin_phi", "cos_phi", "q")
+DEFAULT_CLUSTERING = {"min_cluster_size": 5, "min_samples": 2, "q_scale": 1.0}
+DEFAULT_SCAN = {
+    "enabled": True,
+    "min_cluster_size": [3, 4, 5, 6, 7],
+    "min_samples": [1, 2, 3, 4],
+    "q_scale": [0.25, 1.0],
+    "max_events": 200,
+}
+
+
+class TransformerRegressor(HEPModule):
+    """Encoder-only Transformer regressing per-hit track parameters, + HDBSCAN tracking.
+
+    Args:
+        num_features, num_targets: per-hit inputs (x, y, z) and targets (theta, sin phi,
+            cos phi, q), from the data config.
+        coord_scale: hit coordinates are divided by this (mm) before the model (data config);
+            used by :meth:`convert` on raw event files.
+        dim, layers, heads, ffn, dropout, attn_dropout: Transformer sizes (post-norm, ReLU).
+        attention: ``layout`` (``padded`` | ``packed``), ``packed_kernel`` (``auto``: flex on
+            CUDA, loop on CPU | ``flex`` | ``loop`` | ``dense``), ``compile_flex``
+            (``auto``: on CUDA).
+        direction_features: also feed the hit's transverse radius r, azimuthal direction
+            (x / r, y / r) and polar direction (z / rho, r / rho) seen from the origin to the
+            embedding (the original takes x, y, z only): hits of one track share directions,
+            so attention finds them with a dot product.
+        hit_frame: the network predicts the particle direction relative to the hit's own
+            direction seen from the origin: theta = theta_hit + d_theta and (sin phi, cos phi) =
+            (sin phi_hit, cos phi_hit) rotated by (s, 1 + c); the loss stays on the usual
+            targets. High-pT tracks then need small corrections only (the original predicts
+            absolute values).
+        geometric_attention: every attention head also scores pairs of hits by the similarity
+            of their directions from the origin (azimuthal and polar unit vectors), with a
+            learnable gain per head (see :class:`hepexp.models.attention.SelfAttention`): hits
+            of one track attend to each other from the first step on.
+        ffn_gate: gated (ReGLU) feed-forward blocks instead of ReLU ones.
+        loss_on_noise: also regress the all-zero target of noise hits (default: only hits of
+            particles count in the MSE).
+        clustering: HDBSCAN settings: ``min_cluster_size``/``min_samples`` (null: the values
+            chosen by the scan, stored in the checkpoint; 5 / 2 before any scan), ``n_jobs``
+            (worker processes), ``q_scale`` (factor on the predicted q before clustering; null:
+            scanned, 1 before any scan) and any :class:`hdbscan.HDBSCAN` option.
+        scan: ``enabled``, the ``min_cluster_size``, ``min_samples`` and ``q_scale`` grids,
+            ``max_events`` (validation events used).
+        augment: detector symmetries applied to training batches: ``rotate_phi`` (a random
+            rotation about the beam axis per event; sin/cos phi targets rotate with it) and
+            ``flip_z`` (z -> -z for a random half of the events; theta -> pi - theta).
+        val_score_events: after every validation epoch, the TrackML score of this many
+            validation events is logged as ``val/trackml_score`` (0: off).
+        eval_batch_size: events per forward pass in evaluate/convert.
+        pt_min: the pT threshold (GeV) of the "pT >= x" efficiencies.
+    """
+
+    view = "event_hits"
+
+    def __init__(
+        self,
+        num_features: int = 3,
+        num_targets: int = 4,
+        coord_scale: float = 1000.0,
+        dim: int = 64,
+        layers: int = 6,
+        heads: int = 8,
+        ffn: int = 128,
+        dropout: float = 0.1,
+        attn_dropout: float = 0.0,
+        attention: Mapping[str, Any] | None = None,
+        direction_features: bool = False,
+        hit_frame: bool = False,
+        geometric_attention: bool = False,
+        ffn_gate: bool = False,
+        loss_on_noise: bool = False,
+        clustering: Mapping[str, Any] | None = None,
+        scan: Mapping[str, Any] | None = None,
+        augment: Mapping[str, bool] | None = None,
+        val_score_events: int = 0,
+        eval_batch_size: int = 64,
+        pt_min: float = 0.9,
+        **base: Any,
+    ) -> None:
+        super().__init__(**base)
+        if num_targets != len(TARGETS):
+            raise ValueError(
+                f"regressor_flash regresses {len(TARGETS)} targets {TARGETS}, "
+                f"but the data provides num_targets={num_targets}"
+            )
+        attention = {"layout": "padded", "packed_kernel": "auto", "compile_flex": "auto"} | dict(
+            attention or {}
+        )
+        self.direction_features = direction_features
+        self.hit_frame = hit_frame
+        self.net = SetTransformer(
+            num_features + (5 if direction_features else 0),
+            num_targets,
+            dim=dim,
+            layers=layers,
+            heads=heads,
+            ffn=ffn,
+            dropout=dropout,
+            attn_dropout=attn_dropout,
+            layout=attention["layout"],
+            packed_kernel=attention["packed_kernel"],
+            compile_flex=attention["compile_flex"],
+            geometry_dims=4 if geometric_attention else 0,
+            ffn_gate=ffn_gate,
+        )
+        self.geometric_attention = geometric_attention
+        self.coord_scale = float(coord_scale)
+        self.loss_on_noise = loss_on_noise
+        self.clustering = {
+            "min_cluster_size": None,
+            "min_samples": None,
+            "q_scale": None,
+            "n_jobs": 1,
+        } | dict(clustering or {})
+        self.scan = DEFAULT_SCAN | dict(scan or {})
+        self.augment = {"rotate_phi": False, "flip_z": False} | dict(augment or {})
+        unknown = set(self.augment) - {"rotate_phi", "flip_z"}
+        if unknown:
+            raise ValueError(f"augment: unknown keys {sorted(unknown)}; use rotate_phi, flip_z")
+        self.val_score_events = int(val_score_events)
+        self.eval_batch_size = eval_batch_size
+        self.pt_min = pt_min
+        # (min_cluster_size, min_samples, q_scale) chosen by the validation scan; 0 = not yet
+        self.register_buffer("cluster_params", torch.zeros(3, dtype=torch.float64))
+        self._model_seconds = 0.0
+        self._model_events = 0
+        self._val_truths: list[tuple[int, pd.DataFrame]] | None = None
+
+    # -- model ---------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, N, 3) scaled hit positions (+ (B, N) mask) -> (B, N, 4) predictions."""
+        r = torch.linalg.vector_norm(x[..., :2], dim=-1, keepdim=True)
+        direction = x[..., :2] / r.clamp_min(1e-9)  # (cos phi_hit, sin phi_hit)
+        polar = torch.cat([x[..., 2:], r], dim=-1)  # (cos theta_hit, sin theta_hit)
+        polar = polar / torch.linalg.vector_norm(polar, dim=-1, keepdim=True).clamp_min(1e-9)
+        inputs = torch.cat([x, r, direction, polar], dim=-1) if self.direction_features else x
+        geometry = torch.cat([direction, polar], dim=-1) if self.geometric_attention else None
+        out = self.net(inputs, mask, geometry=geometry)
+        if not self.hit_frame:
+            return out
+        theta = torch.atan2(r[..., 0], x[..., 2]) + out[..., 0]
+        cos_h, sin_h = direction[..., 0], direction[..., 1]
+        s, c = out[..., 1], 1.0 + out[..., 2]
+        sin_phi = sin_h * c + cos_h * s
+        cos_phi = cos_h * c - sin_h * s
+        out = torch.stack([theta, sin_phi, cos_phi, out[..., 3]], dim=-1)
+        if mask is not None:
+            out = out * mask[..., None]
+        return out
+
+    def cluster_settings(self) -> dict[str, Any]:
+        """Clustering parameters in use: explicit config values, else the scanned ones (stored
+        in the ``cluster_params`` buffer), else min_cluster_size 5, min_samples 2, q_scale 1."""
+        stored = self.cluster_params.tolist()
+        scanned = stored[0] > 0
+        chosen: dict[str, Any] = {}
+        for i, key in enumerate(("min_cluster_size", "min_samples", "q_scale")):
+            value = self.clustering.get(key)
+            if value is None:
+                value = stored[i] if scanned else DEFAULT_CLUSTERING[key]
+            chosen[key] = float(value) if key == "q_scale" else int(value)
+        return chosen
+
+    def cluster_features(self, pred: np.ndarray, q_scale: float) -> np.ndarray:
+        """The clustering features: predictions with q multiplied by ``q_scale`` (a q that is
+        not yet well learned is noise on a scale of 1 that would dominate the distances)."""
+        return pred * np.array([1.0, 1.0, 1.0, q_scale], dtype=pred.dtype)
+
+    def cluster(
+        self, preds: Sequence[np.ndarray], **override: Any
+    ) -> tuple[list[np.ndarray], np.ndarray]:
+        """HDBSCAN labels per event from per-hit predictions; also CPU seconds per event."""
+        params = self.cluster_settings() | override
+        q_scale = params.pop("q_scale")
+        return cluster_events(
+            [self.cluster_features(p, q_scale) for p in preds],
+            n_jobs=int(self.clustering.get("n_jobs", 1)),
+            **params,
+            **options_of(self.clustering),
+        )
+
+    # -- training ------------------------------------------------------------------------------
+    def _loss(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        pred = self(batch["x"], batch["mask"])
+        sel = batch["mask"]
+        if not self.loss_on_noise and "particle_id" in batch:
+            sel = sel & (batch["particle_id"] != 0)
+        return F.mse_loss(pred[sel].float(), batch["y"][sel].float())
+
+    def augmented(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``batch`` with random detector symmetries applied (see ``augment``)."""
+        batch = dict(batch)
+        x, y = batch["x"], batch["y"]
+        b = len(x)
+        particle = batch["mask"]
+        if "particle_id" in batch:
+            particle = particle & (batch["particle_id"] != 0)
+        if self.augment["rotate_phi"]:
+            angle = torch.rand(b, 1, device=x.device) * (2 * torch.pi)
+            c, s = torch.cos(angle), torch.sin(angle)
+            x = torch.stack(
+                [c * x[..., 0] - s * x[..., 1], s * x[..., 0] + c * x[..., 1], x[..., 2]], -1
+            )
+            sin_phi = y[..., 1] * c + y[..., 2] * s
+            cos_phi = y[..., 2] * c - y[..., 1] * s
+            y = torch.stack([y[..., 0], sin_phi, cos_phi, y[..., 3]], -1)
+        if self.augment["flip_z"]:
+            flip = torch.rand(b, 1, device=x.device) < 0.5
+            x = torch.cat([x[..., :2], torch.where(flip, -x[..., 2], x[..., 2])[..., None]], -1)
+            theta = torch.where(flip & particle, torch.pi - y[..., 0], y[..., 0])
+            y = torch.cat([theta[..., None], y[..., 1:]], -1)
+        batch["x"], batch["y"] = x, y
+        return batch
+
+    def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        if self.augment["rotate_phi"] or self.augment["flip_z"]:
+            batch = self.augmented(batch)
+        loss = self._loss(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["x"]))
+        return loss
+
+    def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
+        loss = self._loss(batch)
+        self.log("val/loss", loss, prog_bar=True, batch_size=len(batch["x"]), sync_dist=True)
+
+    def test_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
+        loss = self._loss(batch)
+        self.log("test/loss", loss, batch_size=len(batch["x"]), sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.val_score_events <= 0 or self.trainer.sanity_checking:
+            return
+        # every rank scores the same first events, so the value agrees across DDP ranks
+        if self._val_truths is None:
+            self._val_truths = [
+                (eid, truth)
+                for eid, _, _, truth in _take(
+                    iter_events(self.datamodule, "val"), self.val_score_events
+                )
+            ]
+        n = len(self._val_truths)
+        events = self.predict_events(self.datamodule, "val", max_events=n, timed=False)
+        labels, _ = self.cluster([e["pred"] for e in events])
+        scores = [
+            score_event(truth, pd.DataFrame({"hit_id": e["hit_id"], "track_id": lab}))
+            for e, lab, (_, truth) in zip(events, labels, self._val_truths, strict=True)
+        ]
+        self.log("val/trackml_score", float(np.nanmean(scores)), prog_bar=True, sync_dist=False)
+
+    def predict_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> list[dict]:
+        return self._predict_batch(batch, timed=True)
+
+    def _predict_batch(self, batch: Mapping[str, torch.Tensor], timed: bool) -> list[dict]:
+        x, mask = batch["x"].to(self.device), batch["mask"].to(self.device)
+        if timed and self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        start = time.perf_counter()
+        pred = self(x, mask)
+        if timed and self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        if timed:
+            self._model_seconds += time.perf_counter() - start
+            self._model_events += len(x)
+        pred = pred.float().cpu().numpy()
+        mask = batch["mask"].cpu().numpy()
+        out = []
+        for i in range(len(x)):
+            m = mask[i]
+            event = {
+                "event_id": int(batch["event_id"][i]),
+                "hit_id": batch["hit_id"][i].cpu().numpy()[m],
+                "pred": pred[i][m],
+            }
+            for key in ("y", "particle_id"):
+                if key in batch:
+                    event[key] = batch[key][i].cpu().numpy()[m]
+            out.append(event)
+        return out
+
+    @torch.no_grad()
+    def predict_events(
+        self,
+        datamodule: HEPDataModule,
+        split: str,
+        max_events: int | None = None,
+        timed: bool = False,
+    ) -> list[dict]:
+        """Per-event predictions (event_id, hit_id, pred, y, particle_id) of ``split``, in
+        dataset order, running this module where it is (its device and dtype)."""
+        was_training = self.training
+        self.eval()
+        events: list[dict] = []
+        try:
+            loader = datamodule.loader(split, shuffle=False, batch_size=self.eval_batch_size)
+            for batch in loader:
+                events += self._predict_batch(batch, timed)
+                if max_events is not None and len(events) >= max_events:
+                    break
+        finally:
+            self.train(was_training)
+        return events[:max_events] if max_events is not None else events
+
+    # -- clustering scan -------------------------------------------------------------------------
+    def on_fit_end(self) -> None:
+        trainer = self.trainer
+        if not self.scan.get("enabled", True) or trainer.fast_dev_run or not trainer.is_global_zero:
+            return
+        ckpt = trainer.checkpoint_callback
+        best = ckpt.best_model_path if ckpt is not None else ""
+        current = None
+        if best and Path(best).exists():
+            current = {k: v.detach().clone() for k, v in self.state_dict().items()}
+            state = torch.load(best, map_location=self.device, weights_only=True)["state_dict"]
+            self.load_state_dict(state)
+        try:
+            result = self.scan_clustering(self.datamodule, Path(trainer.default_root_dir))
+        finally:
+            if current is not None:
+                self.load_state_dict(current)
+        self.cluster_params.copy_(self._params_tensor(result))
+        if ckpt is not None:
+            for path in {ckpt.best_model_path, ckpt.last_model_path} - {""}:
+                store_cluster_params(path, self.cluster_params)
+
+    @staticmethod
+    def _params_tensor(best: Mapping[str, Any]) -> torch.Tensor:
+        keys = ("min_cluster_size", "min_samples", "q_scale")
+        return torch.tensor([float(best[k]) for k in keys], dtype=torch.float64)
+
+    def scan_clustering(self, datamodule: HEPDataModule, out_dir: Path) -> dict:
+        """Scan min_cluster_size x min_samples (x the weight of q) on validation events.
+
+        Writes ``clustering_scan.csv`` (every grid point) and the heatmap
+        ``clustering_scan.png`` (at the best q weight) to ``out_dir``, stores the best point in
+        the ``cluster_params`` buffer and returns it with its mean TrackML score.
+        """
+        from hepexp.plotting.trackml import plot_scan_heatmap
+
+        n = int(self.scan.get("max_events") or 10**9)
+        truths = [(eid, truth) for eid, _, _, truth in _take(iter_events(datamodule, "val"), n)]
+        events = self.predict_events(datamodule, "val", max_events=len(truths))
+        _check_order(events, [eid for eid, _ in truths], "val")
+        start = time.perf_counter()
+        tables = []
+        for q_scale in self.scan.get("q_scale") or [1.0]:
+            table = scan_clustering(
+                [self.cluster_features(e["pred"], q_scale) for e in events],
+                [e["hit_id"] for e in events],
+                [t for _, t in truths],
+                self.scan["min_cluster_size"],
+                self.scan["min_samples"],
+                n_jobs=int(self.clustering.get("n_jobs", 1)),
+                **options_of(self.clustering),
+            )
+            table.insert(2, "q_scale", float(q_scale))
+            tables.append(table)
+        table = pd.concat(tables, ignore_index=True)
+        best = best_parameters(table)
+        best["q_scale"] = float(table["q_scale"].iloc[int(np.nanargmax(table["score"]))])
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out_dir / "clustering_scan.csv") as tmp:
+            table.to_csv(tmp, index=False)
+        plot_scan_heatmap(
+            table[table["q_scale"] == best["q_scale"]],
+            out_dir / "clustering_scan.png",
+            f"HDBSCAN scan on {len(events)} validation events (q weight {best['q_scale']:g})",
+        )
+        self.cluster_params.copy_(self._params_tensor(best))
+        log.info(
+            "clustering scan (%d val events, %.1f s): min_cluster_size=%d min_samples=%d "
+            "q_scale=%g, TrackML score %.4f",
+            len(events),
+            time.perf_counter() - start,
+            best["min_cluster_size"],
+            best["min_samples"],
+            best["q_scale"],
+            best["score"],
+        )
+        return best | {"n_events": len(events)}
+
+    # -- evaluation ----------------------------------------------------------------------------
+    def evaluate(
+        self,
+        trainer: pl.Trainer,
+        datamodule: HEPDataModule,
+        out_dir: Path,
+        split: str = "test",
+    ) -> dict:
+        """TrackML score, efficiencies, residuals, timing and plots on ``split``'s events."""
+        from hepexp.plotting.trackml import (
+            plot_efficiencies,
+            plot_event_display,
+            plot_residuals,
+        )
+
+        out_dir = Path(out_dir)
+        self._model_seconds, self._model_events = 0.0, 0
+        loader = datamodule.loader(split, shuffle=False, batch_size=self.eval_batch_size)
+        batches = trainer.predict(self, dataloaders=loader)
+        events = [e for batch in batches for e in batch]
+        model_ms = 1e3 * self._model_seconds / max(self._model_events, 1)
+
+        settings = self.cluster_settings()
+        start = time.perf_counter()
+        labels, cpu_seconds = self.cluster([e["pred"] for e in events])
+        cluster_wall = time.perf_counter() - start
+
+        scores, eff_all, eff_pt, tables = [], [], [], []
+        display = None
+        for i, (event_id, hits, particles, truth) in enumerate(iter_events(datamodule, split)):
+            if i >= len(events):
+                raise ValueError(f"datamodule.events('{split}') yields more events than its loader")
+            event = events[i]
+            if event["event_id"] != int(event_id):
+                raise ValueError(
+                    f"split '{split}': event {i} of the loader is {event['event_id']}, but "
+                    f"datamodule.events yields {event_id}; both must follow dataset order"
+                )
+            sub = pd.DataFrame({"hit_id": event["hit_id"], "track_id": labels[i]})
+            scores.append(score_event(truth, sub))
+            eff_all.append(efficiencies(truth, particles, sub, pt_min=0.0, hits=hits))
+            eff_pt.append(efficiencies(truth, particles, sub, pt_min=self.pt_min, hits=hits))
+            tables.append(match_particles(truth, particles, sub, hits=hits))
+            if display is None:
+                display = (event_id, hits, truth, sub)
+        if len(scores) != len(events):
+            raise ValueError(
+                f"split '{split}': the loader gave {len(events)} events but "
+                f"datamodule.events gave {len(scores)}"
+            )
+        from hepexp.metrics.trackml import aggregate_efficiencies
+
+        metrics: dict[str, Any] = {
+            "n_events": len(events),
+            "n_hits": int(sum(len(e["hit_id"]) for e in events)),
+            "trackml_score": float(np.nanmean(scores)),
+            "trackml_score_std": float(np.nanstd(scores)),
+            "min_cluster_size": settings["min_cluster_size"],
+            "min_samples": settings["min_samples"],
+            "q_scale": settings["q_scale"],
+            "time_model_ms_per_event": model_ms,
+            "time_clustering_ms_per_event": 1e3 * float(np.mean(cpu_seconds)),
+            "time_clustering_wall_ms_per_event": 1e3 * cluster_wall / max(len(events), 1),
+            "clustering_n_jobs": int(self.clustering.get("n_jobs", 1)),
+            "device": str(self.device),
+        }
+        for name, results in (("", eff_all), (f"_pt{self.pt_min:g}", eff_pt)):
+            agg = aggregate_efficiencies(results)
+            for key in ("double_majority", "perfect", "lhc", "fake_rate", "duplicate_rate"):
+                metrics[f"{key}{name}"] = agg[key]
+            metrics[f"n_particles{name}"] = agg["n_particles"]
+        residuals, sigmas = self._residuals(events)
+        metrics.update({f"residual_sigma_{k}": v for k, v in sigmas.items()})
+        metrics.update(
+            {f"residual_sigma68_{k}": _sigma68(r) for k, r in residuals.items() if r.size}
+        )
+
+        plot_efficiencies(pd.concat(tables, ignore_index=True), out_dir / "efficiency.png")
+        if residuals:
+            plot_residuals(residuals, sigmas, out_dir / "residuals.png")
+        if display is not None:
+            event_id, hits, truth, sub = display
+            xyz = hits[["x", "y", "z"]].to_numpy()
+            track = sub.set_index("hit_id")["track_id"].reindex(hits["hit_id"]).to_numpy()
+            pid = truth.set_index("hit_id")["particle_id"].reindex(hits["hit_id"]).to_numpy()
+            plot_event_display(
+                xyz,
+                np.nan_to_num(track, nan=-1).astype(np.int64),
+                np.nan_to_num(pid, nan=0).astype(np.int64),
+                out_dir / "event_display.png",
+                f"event {event_id}: TrackML score {scores[0]:.3f}",
+            )
+        return metrics
+
+    def _residuals(self, events: list[dict]) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        if not events or "y" not in events[0]:
+            return {}, {}
+        pred = np.concatenate([e["pred"] for e in events])
+        true = np.concatenate([e["y"] for e in events])
+        if "particle_id" in events[0]:
+            real = np.concatenate([e["particle_id"] for e in events]) != 0
+            pred, true = pred[real], true[real]
+        res = {name: pred[:, i] - true[:, i] for i, name in enumerate(TARGETS)}
+        return res, {k: float(np.std(v)) if v.size else float("nan") for k, v in res.items()}
+
+    # -- conversion ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def convert(
+        self,
+        datamodule: HEPDataModule,
+        input_path: Path,
+        output_path: Path,
+        mode: str | None = None,
+        **options: Any,
+    ) -> dict:
+        """A directory of TrackML events -> per-hit predictions and a TrackML submission.
+
+        Writes ``output_path/predictions.csv`` (event_id, hit_id, theta, sin_phi, cos_phi, q)
+        and ``output_path/submission.csv`` (event_id, hit_id, track_id; hits in no cluster get
+        their own track id). Only ``*-hits.csv[.gz]`` are needed; where truth files exist too,
+        the TrackML score of each event is returned. ``mode``: ``tracks`` (default).
+        Options: ``nevents``, ``min_cluster_size``, ``min_samples``, ``q_scale`` (override the
+        stored clustering).
+        """
+        from hepexp.data.trackml import io as trackml_io
+
+        mode = mode or "tracks"
+        if mode != "tracks":
+            raise ValueError(f"regressor_flash convert mode must be 'tracks', got '{mode}'")
+        unknown = set(options) - {"nevents", "min_cluster_size", "min_samples", "q_scale"}
+        if unknown:
+            raise TypeError(f"regressor_flash convert: unknown options {sorted(unknown)}")
+        input_path, output_path = Path(input_path), Path(output_path)
+        ids = trackml_io.list_events(input_path, ("hits",))
+        if not ids:
+            raise FileNotFoundError(
+                f"{input_path}: no TrackML events (eventNNNNNNNNN-hits.csv[.gz])"
+            )
+        ids = ids[: options.get("nevents")]
+        self.eval()
+        preds, hit_ids = [], []
+        for event_id in ids:
+            (hits,) = trackml_io.load_event(
+                trackml_io.event_prefix(input_path, event_id), ("hits",)
+            )
+            x = torch.tensor(
+                hits[["x", "y", "z"]].to_numpy(np.float32) / self.coord_scale, device=self.device
+            )
+            preds.append(self(x[None])[0].float().cpu().numpy())
+            hit_ids.append(hits["hit_id"].to_numpy(np.int64))
+        override = {
+            k: options[k] for k in ("min_cluster_size", "min_samples", "q_scale") if k in options
+        }
+        labels, _ = self.cluster(preds, **override)
+        subs = [submission(h, lab, e) for h, lab, e in zip(hit_ids, labels, ids, strict=True)]
+        pred_frame = pd.concat(
+            [
+                pd.DataFrame(
+                    {
+                        "event_id": np.full(len(h), e, dtype=np.int64),
+                        "hit_id": h,
+                        **{name: p[:, i] for i, name in enumerate(TARGETS)},
+                    }
+                )
+                for e, h, p in zip(ids, hit_ids, preds, strict=True)
+            ],
+            ignore_index=True,
+        )
+        output_path.mkdir(parents=True, exist_ok=True)
+        for name, frame in (("predictions.csv", pred_frame), ("submission.csv", pd.concat(subs))):
+            with atomic_path(output_path / name) as tmp:
+                frame.to_csv(tmp, index=False)
+        result: dict[str, Any] = {
+            "n_events": len(ids),
+            "n_hits": len(pred_frame),
+            "output": str(output_path),
+            **self.cluster_settings(),
+            **override,
+        }
+        scores = {}
+        for event_id, sub in zip(ids, subs, strict=True):
+            prefix = trackml_io.event_prefix(input_path, event_id)
+            try:
+                (truth,) = trackml_io.load_event(prefix, ("truth",))
+            except FileNotFoundError:
+                continue
+            scores[int(event_id)] = score_event(truth, sub)
+        if scores:
+            result["trackml_score"] = float(np.nanmean(list(scores.values())))
+            result["trackml_score_per_event"] = scores
+        return result
+
+
+def store_cluster_params(path: str | Path, params: torch.Tensor) -> None:
+    """Write the chosen clustering parameters into an existing checkpoint file, atomically."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint["state_dict"]["cluster_params"] = params.detach().cpu().clone()
+    with atomic_path(path) as tmp:
+        torch.save(checkpoint, tmp)
+
+
+def event_frames(item: tuple) -> tuple[int, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """``(event_id, hits, particles, truth)`` from an item of ``datamodule.events(split)``,
+    which yields either that tuple or ``(event_id, SubEvent(hits, particles, truth, ...))``."""
+    if len(item) == 2:
+        event_id, event = item
+        return int(event_id), event[0], event[1], event[2]
+    event_id, hits, particles, truth = item[:4]
+    return int(event_id), hits, particles, truth
+
+
+def iter_events(datamodule: HEPDataModule, split: str) -> Iterator[tuple]:
+    """``(event_id, hits, particles, truth)`` of every event of ``split``, in dataset order."""
+    for item in datamodule.events(split):
+        yield event_frames(item)
+
+
+def _take(iterator: Iterator, n: int) -> Iterator:
+    for i, item in enumerate(iterator):
+        if i >= n:
+            break
+        yield item
+
+
+def _check_order(events: list[dict], event_ids: list[int], split: str) -> None:
+    got = [e["event_id"] for e in events]
+    if got != [int(i) for i in event_ids]:
+        raise ValueError(
+            f"split '{split}': the loader's events {got[:5]}... differ from "
+            f"datamodule.events' {list(event_ids)[:5]}...; both must follow dataset order"
+        )
+
+
+def _sigma68(values: np.ndarray) -> float:
+    """Half the width of the central 68% interval."""
+    lo, hi = np.quantile(values, [0.16, 0.84])
+    return float(0.5 * (hi - lo))
