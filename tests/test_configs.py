@@ -81,6 +81,14 @@ def test_debug_configs(tmp_path: Path, debug: str) -> None:
     assert cfg.evaluate_after is False
 
 
+@pytest.mark.parametrize("group", ["experiment", "hparams_search"])
+def test_override_groups_compose(tmp_path: Path, group: str) -> None:
+    for path in sorted((CONF_DIR / group).glob("*.yaml")):
+        cfg = compose_config(tmp_path, [f"{group}={path.stem}"])
+        check_pairing(cfg)
+        build_model(cfg.model)
+
+
 def test_impossible_pair_lists_valid_pairs(tmp_path: Path) -> None:
     cfg = compose_config(tmp_path)
     cfg.data._target_ = "tests.test_configs.NoViewsData"

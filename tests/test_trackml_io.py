@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.spatial import cKDTree
 
 from hepexp.data.trackml.geometry import (
     DetectorFormatError,
@@ -293,18 +294,15 @@ def test_builtin_geometry_matches_real_detectors_file():
     for c in ("r_min", "r_max", "z_min", "z_max"):
         np.testing.assert_allclose(ours[c], theirs[c], rtol=0.01, atol=0.5)
     # REFERENCE radii / disk z
-    assert theirs["r"][barrel].round().tolist() == [
-        32, 72, 116, 172, 260, 360, 500, 660, 820, 1020
-    ]  # fmt: skip
+    assert theirs["r"][barrel].round().tolist() == [32, 72, 116, 172, 260, 360, 500, 660, 820, 1020]
     # module by module: same centres (to 0.01 mm) and axes; barrel ids identical
     key = ["volume_id", "layer_id"]
     for (vol, lay), mine in built.groupby(key):
         ref = real[(real.volume_id == vol) & (real.layer_id == lay)]
         a = mine[["cx", "cy", "cz"]].to_numpy()
         b = ref[["cx", "cy", "cz"]].to_numpy()
-        dist = np.linalg.norm(a[:, None, :] - b[None, :, :], axis=2)
-        nearest = dist.argmin(axis=1)
-        assert dist.min(axis=1).max() < 0.01
+        dist, nearest = cKDTree(b).query(a)
+        assert dist.max() < 0.01
         assert len(set(nearest)) == len(nearest)
         rot = [c for c in real.columns if c.startswith("rot_")]
         np.testing.assert_allclose(mine[rot].to_numpy(), ref[rot].to_numpy()[nearest], atol=1e-5)

@@ -23,10 +23,9 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from hepexp.data.base import HEPDataModule
-from hepexp.data.cache import ensure_generated
 from hepexp.data.store import RecordStore, RecordStoreWriter
 from hepexp.data.trackml import views
-from hepexp.data.trackml.io import event_prefix, list_events, load_event, write_event
+from hepexp.data.trackml.io import event_prefix, list_events, load_event
 from hepexp.data.trackml.subevents import SubEvent, sample_subevent, select
 from hepexp.errors import ConfigError, DataError
 
@@ -276,19 +275,17 @@ class TrackMLDataModule(HEPDataModule):
                     "data.source is neither 'simulate' nor a directory of TrackML events",
                 )
             return path
+        from hepexp.data.trackml.simulate import ensure_simulated
+
         sim = self.simulation
-
-        def generate(tmp: Path) -> None:
-            from hepexp.data.trackml.simulate import simulate_event
-
-            for i in tqdm(range(sim["n_events"]), desc="simulating TrackML events", unit="event"):
-                hits, cells, particles, truth = simulate_event(
-                    sim["n_particles"], seed=sim["seed"] * 100_003 + i, **sim["options"]
-                )
-                write_event(event_prefix(tmp, i + 1), hits, cells, particles, truth)
-
-        key = _digest({"simulator": "hepexp.data.trackml.simulate_event/1", **sim})
-        return ensure_generated(self.data_dir / "simulated" / key, {"settings": sim}, generate)
+        key = _digest(sim)
+        return ensure_simulated(
+            self.data_dir / "simulated" / key,
+            sim["n_events"],
+            sim["n_particles"],
+            sim["seed"],
+            **sim["options"],
+        )
 
     def source_events(self, split: str) -> list[int]:
         """Ids of the source events of ``split`` (disjoint splits, in id order)."""

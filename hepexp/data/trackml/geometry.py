@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hepexp.errors import DataError
+
 #: columns of ``detectors.csv`` (the real file has an extra unnamed index column first)
 DETECTOR_COLUMNS = [
     "volume_id",
@@ -225,7 +227,9 @@ def _disk_frames(layer: DiskLayer) -> dict[str, np.ndarray]:
                 }
             )
         )
-    table = pd.concat(rows, ignore_index=True).sort_values(["phi", "ring"], ignore_index=True)
+    table = pd.concat(rows, ignore_index=True)
+    table["k"] = np.concatenate([np.arange(ring.n_phi) for ring in layer.rings])
+    table = table.sort_values(["phi", "ring"], ignore_index=True)
     phi = table["phi"].to_numpy()
     radial = np.stack([np.cos(phi), np.sin(phi), 0 * phi], axis=1)
     tangential = np.stack([-np.sin(phi), np.cos(phi), 0 * phi], axis=1)
@@ -242,7 +246,16 @@ def _disk_frames(layer: DiskLayer) -> dict[str, np.ndarray]:
         "minhu": table["minhu"].to_numpy(),
         "maxhu": table["maxhu"].to_numpy(),
         "hv": table["hv"].to_numpy(),
+        "ring": table["ring"].to_numpy(),
+        "k": table["k"].to_numpy(),
     }
+
+
+def module_frames(layer: BarrelLayer | DiskLayer) -> dict[str, np.ndarray]:
+    """Per-module arrays of a layer ordered by module id: ``module_id``, centre ``cx, cy, cz``,
+    unit axes ``u, v, w`` (shape (n, 3)); disks also ``minhu, maxhu, hv, ring, k`` (ring index
+    and phi index within the ring)."""
+    return _barrel_frames(layer) if isinstance(layer, BarrelLayer) else _disk_frames(layer)
 
 
 def _module_frame(
@@ -287,10 +300,10 @@ def disk_modules(layer: DiskLayer) -> pd.DataFrame:
 # layer-average material x/X0 at normal incidence (sensor + services): estimated from the
 # spread of polar-angle changes between consecutive hits of the real event (Highland formula)
 MATERIAL = {
-    (PIXEL, "barrel"): 0.012,
+    (PIXEL, "barrel"): 0.0085,
     (PIXEL, "disk"): 0.009,
-    (SHORT_STRIP, "barrel"): 0.020,
-    (SHORT_STRIP, "disk"): 0.020,
+    (SHORT_STRIP, "barrel"): 0.016,
+    (SHORT_STRIP, "disk"): 0.016,
     (LONG_STRIP, "barrel"): 0.025,
     (LONG_STRIP, "disk"): 0.025,
 }
@@ -409,14 +422,12 @@ _TRACKML = Geometry(
 # reading detectors.csv
 
 
-class DetectorFormatError(ValueError):
+class DetectorFormatError(DataError):
     """A malformed ``detectors.csv``: names the file, the column and what was expected."""
 
-    def __init__(self, path: object, column: str | None, problem: str) -> None:
-        self.path = str(path)
-        self.column = column
-        where = self.path + (f", column '{column}'" if column else "")
-        super().__init__(f"{where}: {problem}")
+    @property
+    def column(self) -> str | None:
+        return self.field
 
 
 def load_detectors(path: str | os.PathLike) -> pd.DataFrame:
@@ -471,18 +482,20 @@ def layer_table_from_detectors(modules: pd.DataFrame) -> pd.DataFrame:
     A layer whose module normals are perpendicular to z is a barrel (``kind='barrel'``, ``r`` =
     middle of the module-centre radius range, ``z`` = 0); otherwise a disk (``z`` = middle of
     the module-centre z range, ``r`` = mean module-centre radius). ``r_min/r_max/z_min/z_max`` bound the module
-    corners on the mid-planes.
+    corners and edge midpoints on the mid-planes (and the closest approach of barrel planes).
     """
     m = modules
-    corners = []
-    for su, sv in ((-1, -1), (-1, 1), (1, -1), (1, 1)):
-        hu = np.where(sv < 0, m["module_minhu"], m["module_maxhu"])
+    corners = []  # corners and edge midpoints of each module
+    points = ((-1, -1), (-1, 1), (1, -1), (1, 1), (0, -1), (0, 1), (-1, 0), (1, 0))
+    for su, sv in points:
+        hu = np.interp(sv, [-1, 1], [0, 1]) * (m["module_maxhu"] - m["module_minhu"])
+        hu = hu + m["module_minhu"]
         pos = [
             m[f"c{a}"] + su * hu * m[f"rot_{a}u"] + sv * m["module_hv"] * m[f"rot_{a}v"]
             for a in "xyz"
         ]
         corners.append(np.stack(pos, axis=1))
-    corners = np.stack(corners, axis=1)  # (n, 4, 3)
+    corners = np.stack(corners, axis=1)  # (n, 8, 3)
     corner_r = np.hypot(corners[..., 0], corners[..., 1])
     # closest approach of a barrel plane to the z axis (perpendicular foot inside the module)
     plane_r = np.abs(m["cx"] * m["rot_xw"] + m["cy"] * m["rot_yw"]).to_numpy()

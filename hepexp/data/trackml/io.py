@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hepexp.errors import DataError
+
 PARTS = ("hits", "cells", "particles", "truth")
 
 #: official columns per part: name -> "i" (int64) or "f" (float64)
@@ -73,15 +75,12 @@ _EVENT_FILE = re.compile(r"^event(\d+)-(hits|cells|particles|truth)\.csv(\.gz)?$
 _INTEGER_TEXT = re.compile(r"^\s*[+-]?\d+\s*$")
 
 
-class TrackMLFormatError(ValueError):
+class TrackMLFormatError(DataError):
     """A malformed TrackML file: names the file, the column and what was expected."""
 
-    def __init__(self, path: object, column: str | None, problem: str) -> None:
-        self.path = str(path)
-        self.column = column
-        self.problem = problem
-        where = self.path + (f", column '{column}'" if column else "")
-        super().__init__(f"{where}: {problem}")
+    @property
+    def column(self) -> str | None:
+        return self.field
 
 
 # ---------------------------------------------------------------------------------------------
