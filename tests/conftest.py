@@ -27,6 +27,12 @@ TINY_DATA = {
         "data.simulation.n_val=600",
         "data.simulation.n_test=600",
     ],
+    "trackml": [
+        "data.simulation.n_events=3",
+        "data.simulation.n_particles=300",
+        "data.splits={train:1,val:1,test:1}",
+        "data.subevents_per_event=2",
+    ],
 }
 
 

@@ -27,7 +27,7 @@ def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
-def nearest_code(z: torch.Tensor, codebook: torch.Tensor, chunk: int = 16384) -> torch.Tensor:
+def nearest_code(z: torch.Tensor, codebook: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
     """Index of the nearest code (squared Euclidean distance) of each row of ``z`` (N, D)."""
     out = torch.empty(len(z), dtype=torch.long, device=z.device)
     norms = (codebook * codebook).sum(1)
