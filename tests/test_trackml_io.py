@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import os
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +25,8 @@ from hepexp.data.trackml.io import (
     write_event,
 )
 
-# ../shared beside the repository root; HEPEXP_SHARED overrides it (git worktrees)
-SHARED = Path(
-    os.environ.get("HEPEXP_SHARED", Path(__file__).resolve().parents[1].parent / "shared")
-)
+from .conftest import SHARED as SHARED
+
 REAL = SHARED / "data" / "trackml"
 
 

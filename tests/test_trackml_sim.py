@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -24,9 +23,8 @@ from hepexp.data.trackml.simulate import (
     simulate_event,
 )
 
-SHARED = Path(
-    os.environ.get("HEPEXP_SHARED", Path(__file__).resolve().parents[1].parent / "shared")
-)
+from .conftest import SHARED as SHARED
+
 REAL_PREFIX = SHARED / "data" / "trackml" / "event000000001"
 NO_MATERIAL = {"multiple_scattering": False, "energy_loss": False, "hadronic_interactions": False}
 

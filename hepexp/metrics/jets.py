@@ -63,6 +63,13 @@ def residual_metrics(true: dict[str, np.ndarray], pred: dict[str, np.ndarray]) -
     for var, values in res.items():
         for stat, value in summarize(values).items():
             flat[f"{var}_{'rel_' if var in RELATIVE else 'abs_'}{stat}"] = value
+    # relative residuals of eta and phi, as quoted by the HEPAutoencoders studies (they blow up
+    # near 0, so compare their sigma68 rather than their RMS)
+    for var in ABSOLUTE:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rel = np.where(true[var] != 0, res[var] / true[var], np.nan)
+        for stat, value in summarize(rel).items():
+            flat[f"{var}_rel_{stat}"] = value
     # the mass of very light jets makes its relative residual explode; report heavier jets too
     heavy = true["m"] > 1.0
     for stat, value in summarize(res["m"][heavy]).items():

@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 
 from hepexp.data.jets.io import JET_COLUMNS, UNIT_SCALE_TO_GEV, resolve_units, write_jets
 from hepexp.data.transforms import FeatureTransform
@@ -25,6 +24,9 @@ if TYPE_CHECKING:
 
 class JetAutoencoder(HEPModule):
     """MLP autoencoder of jet 4-vectors; the loss is the MSE of the normalised features.
+
+    Three numbers cannot hold four independent ones: ``loss_weights`` (one per feature, default
+    equal) decide which features the latent space favours.
 
     ``hidden`` are the encoder's hidden sizes; the decoder mirrors them. ``model=jet_ae`` is
     AE_3D_200 (4-200-100-50-3-50-100-200-4, tanh).
@@ -41,10 +43,19 @@ class JetAutoencoder(HEPModule):
         activation: str = "tanh",
         norm: str | None = None,
         dropout: float = 0.0,
+        loss_weights: Sequence[float] | None = None,
         **base: Any,
     ) -> None:
         super().__init__(**base)
         self.features = list(features)
+        weights = (
+            torch.ones(len(self.features)) if loss_weights is None else torch.tensor(loss_weights)
+        )
+        if weights.shape != (len(self.features),) or (weights < 0).any():
+            raise ValueError(
+                f"loss_weights needs {len(self.features)} non-negative numbers, got {loss_weights}"
+            )
+        self.register_buffer("loss_weights", weights / weights.mean(), persistent=False)
         self.latent_dim = latent_dim
         self.transform = FeatureTransform(self.features, transforms)
         n = len(self.features)
@@ -73,7 +84,7 @@ class JetAutoencoder(HEPModule):
 
     def _loss(self, batch: torch.Tensor) -> torch.Tensor:
         x = self.transform(batch)
-        return F.mse_loss(self(x), x)
+        return ((self(x) - x) ** 2 * self.loss_weights).mean()
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         loss = self._loss(batch)
