@@ -13,7 +13,7 @@ import torch
 from hepexp.data.trackml.io import load_event
 from hepexp.errors import DataError
 from hepexp.metrics import vqvae as vqm
-from hepexp.models.vqvae import HitVQVAE, TrackVQVAE, read_tokens, write_parquet
+from hepexp.models.vqvae import HitVQVAE, TrackVQVAE, hit_features, read_tokens, write_parquet
 from hepexp.run.convert import convert
 from hepexp.run.evaluate import evaluate
 from hepexp.run.train import train
@@ -41,7 +41,9 @@ def _cond(**kwargs) -> TrackVQVAE:
 
 @pytest.mark.parametrize("positional", [False, True])
 def test_cond_padding_content_and_length_do_not_change_tokens(positional: bool) -> None:
-    model = _cond(positional=positional, max_len=32)
+    model = _cond(
+        positional=positional, max_len=32, cylindrical_features=positional, polar_output=positional
+    )
     x, mask = _tracks()
     model.init_codebook([{"x": x, "mask": mask}])
     model.eval()
@@ -95,6 +97,16 @@ def test_uncond_same_hit_same_token_whatever_the_batch() -> None:
     assert torch.equal(
         decoded[tokens == tokens[0]], decoded[0].expand(int((tokens == tokens[0]).sum()), 3)
     )
+
+
+def test_polar_output_and_cylindrical_features() -> None:
+    model = HitVQVAE(hidden=(8,), quantizer=TINY_MODEL, polar_output=True)
+    out = torch.tensor([[2.0, 0.0, 3.0, 5.0], [1.0, -4.0, 0.0, -1.0]])
+    torch.testing.assert_close(model.positions_of(out), torch.tensor([[0.0, 2, 5], [-1, 0, -1]]))
+    assert model.detokenize(torch.tensor([0, 1])).shape == (2, 3)
+    x = torch.tensor([[3.0, 4.0, 1.0]])
+    torch.testing.assert_close(hit_features(x, True), torch.tensor([[3.0, 4, 1, 5, 0.6, 0.8]]))
+    assert torch.equal(hit_features(x, False), x)
 
 
 def test_kmeans_init_spreads_codes_over_latents() -> None:

@@ -67,6 +67,8 @@ class VQVAE(HEPModule):
         coord_scale: mm per model unit (``${data.coord_scale}``), to report errors in mm.
         recon_loss: ``mse`` (squared error of scaled positions, the original), ``distance``
             (Euclidean distance) or ``huber`` (smooth L1 per coordinate, ``huber_delta``).
+        cylindrical_features: encoder inputs x, y, z plus r, x/r, y/r (r transverse).
+        polar_output: the decoder predicts r, a 2-vector giving phi, and z instead of x, y, z.
         kmeans_samples, kmeans_iters: with ``quantizer.kmeans_init``, the codebook starts as
             k-means centres of this many encoder outputs of training data.
     """
@@ -78,6 +80,7 @@ class VQVAE(HEPModule):
         recon_loss: str = "mse",
         huber_delta: float = 0.05,
         cylindrical_features: bool = False,
+        polar_output: bool = False,
         kmeans_samples: int = 65536,
         kmeans_iters: int = 20,
         **base: Any,
@@ -91,9 +94,19 @@ class VQVAE(HEPModule):
         self.huber_delta = huber_delta
         self.cylindrical_features = cylindrical_features
         self.n_features = 6 if cylindrical_features else 3
+        self.polar_output = polar_output
+        self.n_outputs = 4 if polar_output else 3
         self.kmeans_samples = kmeans_samples
         self.kmeans_iters = kmeans_iters
         self.usage = {s: CodeUsage(self.quantizer.num_codes) for s in ("train", "val")}
+
+    def positions_of(self, out: torch.Tensor) -> torch.Tensor:
+        """Decoder outputs (..., 3 or 4) -> scaled positions (..., 3). With ``polar_output``
+        the decoder gives r, a 2-vector whose direction is phi, and z."""
+        if not self.polar_output:
+            return out
+        direction = out[..., 1:3] / out[..., 1:3].norm(dim=-1, keepdim=True).clamp_min(1e-6)
+        return torch.cat([out[..., :1] * direction, out[..., 3:]], -1)
 
     # -- to implement ----------------------------------------------------------------------------
     def hits_forward(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -350,7 +363,7 @@ class HitVQVAE(VQVAE):
         super().__init__(**common)
         dim = self.quantizer.dim
         self.encoder = mlp([self.n_features, *hidden, dim], activation, norm=norm)
-        self.decoder = mlp([dim, *reversed(hidden), 3], activation, norm=norm)
+        self.decoder = mlp([dim, *reversed(hidden), self.n_outputs], activation, norm=norm)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Scaled positions (N, 3) -> encoder outputs (N, D)."""
@@ -365,7 +378,7 @@ class HitVQVAE(VQVAE):
     @torch.no_grad()
     def detokenize(self, tokens: torch.Tensor) -> torch.Tensor:
         """Tokens (N,) -> scaled positions (N, 3)."""
-        return self.decoder(self.quantizer.lookup(tokens))
+        return self.positions_of(self.decoder(self.quantizer.lookup(tokens)))
 
     def latents(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return self.encode(batch["x"])
@@ -373,7 +386,8 @@ class HitVQVAE(VQVAE):
     def hits_forward(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         x = batch["x"]
         q = self.quantizer(self.encode(x))
-        out = {"true": x, "reco": self.decoder(q.quantized), "tokens": q.indices}
+        reco = self.positions_of(self.decoder(q.quantized))
+        out = {"true": x, "reco": reco, "tokens": q.indices}
         out["commit"] = q.loss
         for key in ("volume_id", "hit_id", "particle_id"):
             if key in batch:
@@ -440,7 +454,7 @@ class TrackVQVAE(VQVAE):
         self.embed_in = nn.Linear(self.n_features, d_model)
         self.to_latent = nn.Linear(d_model, dim)
         self.from_latent = nn.Linear(dim, d_model)
-        self.head = nn.Linear(d_model, 3)
+        self.head = nn.Linear(d_model, self.n_outputs)
         self.encoder = _transformer(d_model, heads, ffn, layers, dropout, activation, norm_first)
         self.decoder = _transformer(d_model, heads, ffn, layers, dropout, activation, norm_first)
         self.positions = nn.Embedding(max_len, d_model) if positional else None
@@ -470,7 +484,7 @@ class TrackVQVAE(VQVAE):
     def decode(self, codes: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Codes (B, L, D) (anything at padding) and mask -> scaled positions (B, L, 3)."""
         h = self._add_positions(self.from_latent(codes), self.pos_dec)
-        return self.head(self.decoder(h, src_key_padding_mask=~mask))
+        return self.positions_of(self.head(self.decoder(h, src_key_padding_mask=~mask)))
 
     def forward(
         self, x: torch.Tensor, mask: torch.Tensor
