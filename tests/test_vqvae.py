@@ -42,7 +42,11 @@ def _cond(**kwargs) -> TrackVQVAE:
 @pytest.mark.parametrize("positional", [False, True])
 def test_cond_padding_content_and_length_do_not_change_tokens(positional: bool) -> None:
     model = _cond(
-        positional=positional, max_len=32, cylindrical_features=positional, polar_output=positional
+        positional=positional,
+        max_len=32,
+        cylindrical_features=positional,
+        polar_output=positional,
+        anchor=[8] if positional else None,
     )
     x, mask = _tracks()
     model.init_codebook([{"x": x, "mask": mask}])
