@@ -28,7 +28,12 @@ TINY_DATA = {
         "data.simulation.n_test=600",
     ],
     "prometheus": ["data.simulation.n_events=20", "data.batch_size=32"],
-    "trackml": ["data.simulation.n_events=10", "data.simulation.n_particles=50"],
+    "trackml": [
+        "data.simulation.n_events=3",
+        "data.simulation.n_particles=300",
+        "data.splits={train:1,val:1,test:1}",
+        "data.subevents_per_event=2",
+    ],
 }
 
 
