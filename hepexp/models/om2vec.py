@@ -22,6 +22,10 @@ Two encoder/decoder pairs (chosen by ``_target_`` in the config):
   earlier variant that decoded to a mixture of logistic distributions in time (regressing
   photon times) learned far more slowly: sub-ns regression of a time is hard for SGD, picking a
   bin is a classification (``docs/benchmarks.md``, om2vec).
+  Its latent is anchored at the OM's first non-empty bin and, with ``exact_bins`` = k (16 in
+  the default config), holds the first k non-empty bins and their photon fractions exactly
+  (2k deterministic coordinates, no KL); the learned coordinates describe the rest of the
+  histogram (see :class:`SparseEncoder`). ``exact_bins: 0`` is the purely learned variant.
 
 Latents handed out by :meth:`Om2Vec.encode` / ``convert`` are the posterior means.
 """
