@@ -197,7 +197,7 @@ def leading_bins(batch: Batch, k: int) -> tuple[torch.Tensor, torch.Tensor, torc
     offsets, index = batch["offsets"], batch["bin_index"].long()
     rows = _om_rows(batch)
     n = len(offsets) - 1
-    _, order = torch.sort(rows * (int(index.max()) + 1 if len(index) else 1) + index)
+    _, order = torch.sort((rows << 32) | index)  # by OM, then bin (no host sync)
     index, count = index[order], batch["bin_count"][order].float()
     rank = torch.arange(len(index), device=index.device) - offsets[:-1][rows]
     sel = rank < k
