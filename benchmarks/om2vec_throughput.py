@@ -7,7 +7,8 @@ times, on the same batches of ``--batch-size`` OMs:
 * training steps (forward, backward, AdamW step) and encoding (posterior means, no grad) of
   ``reference`` (the original dense Transformer VAE, ~15 M parameters) with dense input from
   the loader and with sparse input densified on the device, and of ``sparse`` (the default
-  model: bag-of-bins encoder, MLPs, softmax decoder) at latent 32 / 64 / 128;
+  model: bag-of-bins encoder, MLPs, softmax decoder, latent / 4 exact bins) at latent
+  32 / 64 / 128;
 * the per-OM fitted baseline (16-component asymmetric Gaussian mixture) on the same OMs.
 
 CPU runs in float32; on CUDA the models run under bf16 autocast (``--precision``).
@@ -38,8 +39,10 @@ from hepexp.models.om2vec import (
 def build(kind: str, latent: int) -> Om2Vec:
     if kind == "reference":
         enc, dec = ReferenceEncoder(latent, 6400), ReferenceDecoder(latent, 6400)
-    else:
-        enc, dec = SparseEncoder(latent, 6400), SoftmaxDecoder(latent, 6400)
+    else:  # the presets om2vec_32 / om2vec / om2vec_128: latent / 4 exact bins
+        k = latent // 4
+        enc = SparseEncoder(latent, 6400, exact_bins=k)
+        dec = SoftmaxDecoder(latent, 6400, exact_bins=k)
     return Om2Vec(enc, dec, latent_dim=latent)
 
 

@@ -6,10 +6,12 @@ Simulates ``--events`` default events (train/val by event, as data=prometheus), 
 reports the mean per-OM Jensen-Shannon distance on held-out simulated OMs and on the 2,136 OMs
 of the real example file (when ``../shared`` is there), overall and by photons per OM.
 
-Variants: ``relative`` (default model: first-hit anchored latent), ``absolute`` (the same
-networks on absolute bins), and optionally other latent sizes (``--latents``).
+Variants: ``exact`` (default model: first-hit anchored latent holding the first latent / 4
+non-empty bins exactly), ``relative`` (first-hit anchored, every other dimension learned),
+``absolute`` (the same networks on absolute bins), and optionally other latent sizes
+(``--latents``).
 
-    python benchmarks/om2vec_variants.py [--steps 2000] [--events 2000] [--variants relative absolute]
+    python benchmarks/om2vec_variants.py [--steps 2000] [--events 2000] [--variants exact relative absolute]
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ def main() -> None:
     parser.add_argument("--train-oms", type=int, default=200_000)
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--variants", nargs="+", default=["relative", "absolute"])
+    parser.add_argument("--variants", nargs="+", default=["exact", "relative", "absolute"])
     parser.add_argument("--latents", type=int, nargs="+", default=[64])
     parser.add_argument(
         "--shared", type=Path, default=Path(os.environ.get("HEPEXP_SHARED", here.parent / "shared"))
@@ -94,9 +96,10 @@ def main() -> None:
     for variant in args.variants:
         for latent in args.latents:
             torch.manual_seed(0)
-            relative = variant == "relative"
-            enc = SparseEncoder(latent, 6400, relative=relative)
-            dec = SoftmaxDecoder(latent, 6400, relative=relative)
+            relative = variant != "absolute"
+            k = latent // 4 if variant == "exact" else 0
+            enc = SparseEncoder(latent, 6400, relative=relative, exact_bins=k)
+            dec = SoftmaxDecoder(latent, 6400, relative=relative, exact_bins=k)
             model = Om2Vec(enc, dec, latent_dim=latent, beta_warmup_steps=args.steps // 4)
             opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
             sched = torch.optim.lr_scheduler.OneCycleLR(

@@ -232,3 +232,48 @@ def test_first_bin_stays_exact_under_bf16_autocast():
     assert (mu[:, 0] * 6400).tolist() == [6397.0, 4097.0, 1.0]
     assert probs[0, :6397].sum() == 0 and probs[1, :4097].sum() == 0
     assert torch.allclose(probs.sum(1), torch.ones(3), atol=1e-3)
+
+
+def exact_model(latent: int = 12, k: int = 3) -> Om2Vec:
+    enc = SparseEncoder(latent, NUM_BINS, embed_dim=32, hidden=64, exact_bins=k)
+    dec = SoftmaxDecoder(latent, NUM_BINS, hidden=64, rank=32, exact_bins=k)
+    return Om2Vec(enc, dec, latent_dim=latent, num_bins=NUM_BINS, max_time=96.0)
+
+
+def test_exact_bins_reconstruct_sparse_oms_exactly_and_mix_in_the_rest():
+    torch.manual_seed(7)
+    model = exact_model(k=3).eval()
+    # unsorted bins within an OM are handled; the 4th OM has more than k non-empty bins
+    batch = toy_batch(
+        [{3: 1}, {0: 2, 50: 1, 95: 4}, {10: 1, 11: 1, 12: 7}, {5: 1, 7: 1, 9: 2, 90: 4}]
+    )
+    batch["bin_index"][4:7] = torch.tensor([12, 10, 11])
+    batch["bin_count"][4:7] = torch.tensor([7.0, 1.0, 1.0])
+    mu, logvar = model.encode(batch)
+    assert model.n_fixed == 6
+    assert (mu[:, :3] * 96).round().tolist() == [[3, 0, 0], [0, 50, 95], [10, 1, 2], [5, 2, 4]]
+    frac = [[1, 0, 0], [2 / 7, 1 / 7, 4 / 7], [1 / 9, 1 / 9, 7 / 9], [1 / 8, 1 / 8, 2 / 8]]
+    assert torch.allclose(mu[:, 3:6], torch.tensor(frac))
+    assert (logvar[:, :6] == 0).all()
+    probs = model.decoder.probs(mu)
+    assert torch.allclose(probs.sum(1), torch.ones(4), atol=1e-5)
+    true = densify_batch(batch, NUM_BINS)
+    assert torch.allclose(probs[:3], true[:3] / true[:3].sum(1, keepdim=True), atol=1e-6)
+    # OM 4: half its photons on the exact bins, the other half spread by the learned softmax
+    assert probs[3, 5].item() >= 1 / 8 and probs[3, 9].item() >= 2 / 8
+    assert probs[3, :5].sum() == 0 and 0 < probs[3, 90].item() < 0.5
+    rows = torch.repeat_interleave(torch.arange(4), batch["offsets"].diff())
+    logp = model.decoder.log_prob(mu, batch)
+    assert torch.allclose(logp, probs[rows, batch["bin_index"]].log(), atol=1e-5)
+    # only the learned part trains; OMs reconstructed exactly give it no gradient
+    out = model.losses(batch, sample=True)
+    assert np.isfinite(out["loss"].item())
+    out["loss"].backward()
+    assert model.decoder.out.weight.grad.abs().sum() > 0
+
+
+def test_exact_bins_must_leave_learned_dimensions():
+    with pytest.raises(ValueError, match="exact_bins"):
+        SparseEncoder(8, NUM_BINS, exact_bins=4)
+    with pytest.raises(ValueError, match="relative"):
+        SoftmaxDecoder(8, NUM_BINS, relative=False, exact_bins=2)

@@ -239,23 +239,26 @@ def test_train_then_evaluate_on_the_real_events(trained: Path) -> None:
     # the JS distance of one OM, recomputed from the checkpoint by hand
     model, _ = model_from_checkpoint(ckpt)
     h = om_histograms(read_events(real_events_path(), columns=["photons"]).photons)
-    i = int(np.argmax(h["n_photons"] == 3))
+    # an OM with more non-empty bins than the model keeps exactly, so the learned part counts
+    i = int(np.argmax(np.diff(h["offsets"]) > 20))
+    assert np.diff(h["offsets"])[i] > 20
     lo, hi = h["offsets"][i], h["offsets"][i + 1]
+    n = int(h["n_photons"][i])
     batch = {
         "offsets": torch.tensor([0, hi - lo]),
         "bin_index": torch.from_numpy(h["bin_index"][lo:hi].astype(np.int64)),
         "bin_count": torch.from_numpy(h["bin_count"][lo:hi].astype(np.float32)),
-        "n_photons": torch.tensor([3]),
+        "n_photons": torch.tensor([n]),
     }
     with torch.no_grad():
         p = model.reconstruct(batch)[0].double().numpy()
     q = np.zeros(6400)
-    q[h["bin_index"][lo:hi]] = h["bin_count"][lo:hi] / 3
+    q[h["bin_index"][lo:hi]] = h["bin_count"][lo:hi] / n
     mix = (p + q) / 2
     js = 0.5 * sum(
         (np.where(x > 0, x * np.log2(np.where(x > 0, x, 1) / mix), 0.0)).sum() for x in (p, q)
     )
-    assert per_om.js.iloc[i] == pytest.approx(np.sqrt(js), rel=1e-4)
+    assert 0.05 < per_om.js.iloc[i] == pytest.approx(np.sqrt(js), rel=1e-4)
 
 
 @pytest.mark.slow

@@ -22,6 +22,10 @@ Two encoder/decoder pairs (chosen by ``_target_`` in the config):
   earlier variant that decoded to a mixture of logistic distributions in time (regressing
   photon times) learned far more slowly: sub-ns regression of a time is hard for SGD, picking a
   bin is a classification (``docs/benchmarks.md``, om2vec).
+  Its latent is anchored at the OM's first non-empty bin and, with ``exact_bins`` = k (16 in
+  the default config), holds the first k non-empty bins and their photon fractions exactly
+  (2k deterministic coordinates, no KL); the learned coordinates describe the rest of the
+  histogram (see :class:`SparseEncoder`). ``exact_bins: 0`` is the purely learned variant.
 
 Latents handed out by :meth:`Om2Vec.encode` / ``convert`` are the posterior means.
 """
@@ -184,6 +188,29 @@ def first_bins(batch: Batch) -> torch.Tensor:
     return first.scatter_reduce(0, rows, batch["bin_index"], "amin")
 
 
+def leading_bins(batch: Batch, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The first ``k`` non-empty bins (in time order) of every OM of a CSR batch.
+
+    Returns bins (B, k) int64, photon fractions (B, k) float32 (count / the OM's photons) and
+    a mask (B, k) of the slots that exist; absent slots have bin 0 and fraction 0.
+    """
+    offsets, index = batch["offsets"], batch["bin_index"].long()
+    rows = _om_rows(batch)
+    n = len(offsets) - 1
+    _, order = torch.sort((rows << 32) | index)  # by OM, then bin (no host sync)
+    index, count = index[order], batch["bin_count"][order].float()
+    rank = torch.arange(len(index), device=index.device) - offsets[:-1][rows]
+    sel = rank < k
+    bins = torch.zeros(n, k, dtype=torch.int64, device=index.device)
+    frac = torch.zeros(n, k, dtype=torch.float32, device=index.device)
+    present = torch.zeros(n, k, dtype=torch.bool, device=index.device)
+    photons = torch.zeros(n, device=index.device).index_add(0, rows, count).clamp(min=1)
+    bins[rows[sel], rank[sel]] = index[sel]
+    frac[rows[sel], rank[sel]] = count[sel] / photons[rows[sel]]
+    present[rows[sel], rank[sel]] = True
+    return bins, frac, present
+
+
 class SparseEncoder(nn.Module):
     """Bag-of-bins encoder: sum over the non-empty bins j of log(1 + c_j) e_j, with e_j a learned
     ``embed_dim`` vector per bin -- the same map as the reference's Linear(num_bins -> width) on
@@ -194,6 +221,15 @@ class SparseEncoder(nn.Module):
     is what the learned dimensions encode), and latent dimension 0 is j0 / num_bins itself, a
     deterministic coordinate (no noise, no KL; ``n_fixed = 1``) that the decoder shifts its
     output by. Arrival-time patterns then share statistics at every position in the window.
+
+    ``exact_bins`` = k > 0 (needs ``relative``): the first k non-empty bins of the OM are kept
+    exactly, as 2k deterministic coordinates: dimension 0 the first bin j0 / num_bins,
+    dimensions 1..k-1 the offsets of the next k-1 non-empty bins from j0 (/ num_bins),
+    dimensions k..2k-1 the fractions of the OM's photons in these k bins (0 for absent bins).
+    The decoder puts these fractions on these bins and spreads the remaining photons with its
+    learned distribution, so an OM with at most k non-empty bins is reconstructed exactly
+    (what the per-OM mixture fit does with one component per distinct time); the learned
+    dimensions describe the rest.
 
     ``logvar_init`` starts the posterior nearly deterministic (std e^-5 at -10) so that the
     decoder sees the signal from the first step; the KL term then sets the width.
@@ -208,10 +244,12 @@ class SparseEncoder(nn.Module):
         layers: int = 2,
         relative: bool = True,
         logvar_init: float = -10.0,
+        exact_bins: int = 0,
     ) -> None:
         super().__init__()
-        self.num_bins, self.relative = num_bins, relative
-        self.n_fixed = int(relative)
+        _check_exact_bins(exact_bins, relative, latent_dim)
+        self.num_bins, self.relative, self.exact_bins = num_bins, relative, exact_bins
+        self.n_fixed = 2 * exact_bins if exact_bins else int(relative)
         n_in = embed_dim + 2 + self.n_fixed
         self.bag = nn.EmbeddingBag(num_bins, embed_dim, mode="sum")
         self.norm = nn.LayerNorm(n_in)
@@ -225,16 +263,31 @@ class SparseEncoder(nn.Module):
         if self.relative:
             first = first_bins(batch)
             index = index - first[_om_rows(batch)]
-            anchor = (first.float() / self.num_bins).unsqueeze(1)
-            feats.append(anchor)
+            fixed = (first.float() / self.num_bins).unsqueeze(1)  # float32 even under bf16
+            if self.exact_bins:
+                bins, frac, present = leading_bins(batch, self.exact_bins)
+                rel = torch.where(present, bins - first[:, None], 0)[:, 1:]
+                fixed = torch.cat([fixed, rel.float() / self.num_bins, frac], 1)
+            feats.append(fixed)
         x = self.bag(index, offsets[:-1], per_sample_weights=torch.log1p(batch["bin_count"]))
         feats.append(torch.log1p(batch["n_photons"].to(x.dtype)).unsqueeze(1))
         feats.append(torch.log1p(offsets.diff().to(x.dtype)).unsqueeze(1))
+        feats = [f.to(x.dtype) for f in feats]
         mu, logvar = self.net(self.norm(torch.cat([x, *feats], 1))).chunk(2, dim=-1)
-        if self.relative:  # float32 even under bf16 autocast: the first bin must stay exact
-            mu = torch.cat([anchor, mu.float()], 1)
-            logvar = torch.cat([torch.zeros_like(anchor), logvar.float()], 1)
+        if self.relative:  # the deterministic coordinates stay exact (float32)
+            mu = torch.cat([fixed, mu.float()], 1)
+            logvar = torch.cat([torch.zeros_like(fixed), logvar.float()], 1)
         return mu, logvar
+
+
+def _check_exact_bins(exact_bins: int, relative: bool, latent_dim: int) -> None:
+    if exact_bins < 0 or (exact_bins and not relative):
+        raise ValueError(f"exact_bins must be >= 0 and needs relative=True, got {exact_bins}")
+    if 2 * exact_bins >= latent_dim:
+        raise ValueError(
+            f"exact_bins={exact_bins} takes {2 * exact_bins} latent dimensions; latent_dim "
+            f"{latent_dim} leaves none to learn (use exact_bins < latent_dim / 2)"
+        )
 
 
 class SoftmaxDecoder(nn.Module):
@@ -245,6 +298,10 @@ class SoftmaxDecoder(nn.Module):
     ``relative``: the softmax is over offsets from the first bin j0 = round(num_bins z_0)
     (see :class:`SparseEncoder`); offsets past the window's end fold into its last bin, as the
     histograms are built.
+
+    ``exact_bins`` = k: p = sum_i f_i [bin = b_i] + (1 - sum_i f_i) q, with the k exact bins
+    b_i and fractions f_i read from the latent's first 2k coordinates (:class:`SparseEncoder`)
+    and q the learned distribution.
     """
 
     def __init__(
@@ -255,9 +312,11 @@ class SoftmaxDecoder(nn.Module):
         layers: int = 2,
         rank: int = 256,
         relative: bool = True,
+        exact_bins: int = 0,
     ) -> None:
         super().__init__()
-        self.num_bins, self.relative = num_bins, relative
+        _check_exact_bins(exact_bins, relative, latent_dim)
+        self.num_bins, self.relative, self.exact_bins = num_bins, relative, exact_bins
         self.net = _mlp([latent_dim] + [hidden] * layers + [rank])
         self.out = nn.Linear(rank, num_bins)
 
@@ -267,8 +326,28 @@ class SoftmaxDecoder(nn.Module):
     def _first(self, z: torch.Tensor) -> torch.Tensor:
         return (z[:, 0].float() * self.num_bins).round().long().clamp(0, self.num_bins - 1)
 
+    def _exact(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Absolute bins (B, k), fractions (B, k) and the learned part's weight (B,)."""
+        k, z = self.exact_bins, z.float()
+        first = self._first(z)
+        rel = (z[:, 1:k] * self.num_bins).round().long()
+        bins = (first[:, None] + torch.cat([torch.zeros_like(first)[:, None], rel], 1)).clamp(
+            0, self.num_bins - 1
+        )
+        frac = z[:, k : 2 * k].clamp(min=0)
+        return bins, frac, (1 - frac.sum(1)).clamp(min=0)
+
     def log_prob(self, z: torch.Tensor, batch: Batch) -> torch.Tensor:
         """log p of the bin of every non-empty bin of ``batch`` (nnz,)."""
+        learned = self._learned_log_prob(z, batch)
+        if not self.exact_bins:
+            return learned
+        rows, index = _om_rows(batch), batch["bin_index"]
+        bins, frac, rest = self._exact(z)
+        mass = (frac[rows] * (bins[rows] == index[:, None])).sum(1)
+        return torch.logaddexp(torch.log(rest)[rows] + learned, torch.log(mass))
+
+    def _learned_log_prob(self, z: torch.Tensor, batch: Batch) -> torch.Tensor:
         logp = torch.log_softmax(self.logits(z), dim=-1)
         rows, index = _om_rows(batch), batch["bin_index"]
         if not self.relative:
@@ -293,6 +372,9 @@ class SoftmaxDecoder(nn.Module):
         p = torch.where(offset >= 0, q.gather(1, offset.clamp(min=0)), torch.zeros_like(q))
         tail = q.flip(1).cumsum(1).flip(1)  # P(offset >= r)
         p[:, -1] = tail.gather(1, (self.num_bins - 1 - first).unsqueeze(1)).squeeze(1)
+        if self.exact_bins:
+            bins, frac, rest = self._exact(z)
+            p = (p * rest[:, None]).scatter_add(1, bins, frac)
         return p
 
 
@@ -304,7 +386,7 @@ class Om2Vec(HEPModule):
 
     Args:
         encoder, decoder: the two halves (``ReferenceEncoder``/``ReferenceDecoder`` or
-            ``SparseEncoder``/``MixtureDecoder``), built with the same ``latent_dim``.
+            ``SparseEncoder``/``SoftmaxDecoder``), built with the same ``latent_dim``.
         beta, beta_warmup_steps, beta_schedule: weight of the KL term and its ramp.
         loss_norm: ``"om"``: each OM's NLL per photon, averaged over OMs (every OM counts the
             same, like the per-OM metrics); ``"photon"``: summed NLL / photons of the batch
