@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from hepexp.data.trackml.io import load_event
+from hepexp.errors import ConfigError
 from hepexp.metrics.trackml import score_event
-from hepexp.run.common import model_from_checkpoint
+from hepexp.run.common import build_model, model_from_checkpoint
 
 from .conftest import run_entrypoint
 
@@ -102,3 +103,42 @@ def test_evaluate_and_convert_need_only_the_checkpoint(gnn_run: Path) -> None:
         metrics["trackml_score"], abs=1e-9
     )
     assert not list(gnn_run.glob(".*.tmp")), "no temporary files left"
+
+
+@pytest.mark.slow
+def test_fine_tuning_keeps_the_stages_and_trains_the_gnn(
+    gnn_run: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """model.init_from: a fit on other (denser) events starts from every stage of a checkpoint
+    and fits none of them again."""
+    ckpt = gnn_run / "logs/train/runs/gnn/checkpoints/best.ckpt"
+    cwd = tmp_path_factory.mktemp("gnn_tune")
+    overrides = [o for o in TINY if not o.startswith(("data.simulation.n_particles", "trainer."))]
+    run_entrypoint(
+        "train.py",
+        *overrides,
+        "data.simulation.n_particles=90",
+        "trainer.max_epochs=1",
+        "trainer.accelerator=cpu",
+        "evaluate_after=false",
+        f"model.init_from={ckpt}",
+        cwd=cwd,
+        env={"HEPEXP_RUN_ID": "tune"},
+    )
+    assert not list((cwd / "data/trackml").glob("stages/*.pt")), "no stage fitted again"
+    before = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    tuned = cwd / "logs/train/runs/tune/checkpoints/last.ckpt"
+    after = torch.load(tuned, map_location="cpu", weights_only=True)["state_dict"]
+    for key in ("graph_builder.pairs", "graph_builder.lo", "filter_cut", "scaler.scale"):
+        torch.testing.assert_close(after[key], before[key])
+    gnn_keys = [k for k in before if k.startswith("gnn.")]
+    assert any(not torch.equal(after[k], before[k]) for k in gnn_keys), "the GNN trained"
+
+
+@pytest.mark.slow
+def test_init_from_a_different_model_is_a_config_error(gnn_run: Path) -> None:
+    ckpt = gnn_run / "logs/train/runs/gnn/checkpoints/best.ckpt"
+    _, cfg = model_from_checkpoint(ckpt)
+    cfg.model.hidden = 8
+    with pytest.raises(ConfigError, match="init_from"):
+        build_model(cfg.model).load_weights(ckpt)
