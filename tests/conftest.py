@@ -27,6 +27,7 @@ TINY_DATA = {
         "data.simulation.n_val=600",
         "data.simulation.n_test=600",
     ],
+    "trackml": ["data.simulation.n_events=10", "data.simulation.n_particles=50"],
 }
 
 
