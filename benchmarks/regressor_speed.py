@@ -26,9 +26,15 @@ import torch
 
 from hepexp.models.attention import SetTransformer
 
+#: (input features, SetTransformer sizes): the published models, and the default of train.py
+#: (direction features, geometric attention, gated FFN)
 PRESETS = {
-    "tml10_50": {"dim": 64, "layers": 6, "heads": 8, "ffn": 128},
-    "tml200_500": {"dim": 128, "layers": 7, "heads": 4, "ffn": 256},
+    "tml10_50": (3, {"dim": 64, "layers": 6, "heads": 8, "ffn": 128}),
+    "tml200_500": (3, {"dim": 128, "layers": 7, "heads": 4, "ffn": 256}),
+    "default": (
+        8,
+        {"dim": 64, "layers": 4, "heads": 4, "ffn": 128, "geometry_dims": 4, "ffn_gate": True},
+    ),
 }
 
 
@@ -38,17 +44,26 @@ def event_sizes(n: int, particles: tuple[int, int], gen: torch.Generator) -> lis
     return [int(c.sum()) for c in hits.split(k.tolist())]
 
 
-def make_batch(sizes: list[int], device: str, gen: torch.Generator) -> dict[str, torch.Tensor]:
+def make_batch(
+    sizes: list[int], device: str, gen: torch.Generator, features: int = 3
+) -> dict[str, torch.Tensor]:
     n = max(sizes)
-    x = torch.randn(len(sizes), n, 3, generator=gen)
+    x = torch.randn(len(sizes), n, features, generator=gen)
     mask = torch.arange(n)[None] < torch.tensor(sizes)[:, None]
     y = torch.randn(len(sizes), n, 4, generator=gen)
-    return {"x": x.to(device), "y": y.to(device), "mask": mask.to(device)}
+    geo = torch.nn.functional.normalize(torch.randn(len(sizes), n, 4, generator=gen), dim=-1)
+    batch = {"x": x, "y": y, "mask": mask, "geo": geo}
+    return {k: v.to(device) for k, v in batch.items()}
 
 
 def sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
+
+
+def geo(batch: dict) -> torch.Tensor:
+    """Per-hit direction vectors for geometric attention (ignored by models without it)."""
+    return batch["geo"]
 
 
 def run_variant(
@@ -67,7 +82,9 @@ def run_variant(
 
     def step(batch: dict) -> None:
         with torch.autocast(device.split(":")[0], dtype=dtype, enabled=dtype is not None):
-            out = model(batch["x"], batch["mask"], layout=layout, packed_kernel=kernel)
+            out = model(
+                batch["x"], batch["mask"], layout=layout, packed_kernel=kernel, geometry=geo(batch)
+            )
             if train:
                 sel = batch["mask"]
                 loss = torch.nn.functional.mse_loss(out[sel].float(), batch["y"][sel])
@@ -118,21 +135,27 @@ def main() -> None:
 
     gen = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
-    model = SetTransformer(3, 4, **PRESETS[args.preset]).to(args.device)
+    features, sizes_cfg = PRESETS[args.preset]
+    model = SetTransformer(features, 4, **sizes_cfg).to(args.device)
     n_params = sum(p.numel() for p in model.parameters())
     sizes = event_sizes(n_events + warmup * args.batch, tuple(args.particles), gen)
     single_warmup = 4 * warmup
-    single = [make_batch([s], args.device, gen) for s in sizes[: n_events // 4 + single_warmup]]
+    single = [
+        make_batch([s], args.device, gen, features) for s in sizes[: n_events // 4 + single_warmup]
+    ]
     grouped = [
-        make_batch(sizes[i : i + args.batch], args.device, gen)
+        make_batch(sizes[i : i + args.batch], args.device, gen, features)
         for i in range(0, len(sizes) - args.batch + 1, args.batch)
     ]
 
     # the layouts must agree before their speed means anything
     model.eval()
     with torch.no_grad():
-        ref = model(grouped[0]["x"], grouped[0]["mask"], layout="padded")
-        packed = model(grouped[0]["x"], grouped[0]["mask"], layout="packed", packed_kernel=kernel)
+        first = grouped[0]
+        ref = model(first["x"], first["mask"], layout="padded", geometry=geo(first))
+        packed = model(
+            first["x"], first["mask"], layout="packed", packed_kernel=kernel, geometry=geo(first)
+        )
     err = float((ref - packed).abs().max())
     assert err < 1e-3, f"padded and packed outputs differ by {err}"
 

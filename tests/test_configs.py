@@ -84,13 +84,79 @@ def test_debug_configs(tmp_path: Path, debug: str) -> None:
 @pytest.mark.parametrize("group", ["experiment", "hparams_search"])
 def test_override_groups_compose(tmp_path: Path, group: str) -> None:
     for path in sorted((CONF_DIR / group).glob("*.yaml")):
+        if group == "hparams_search" and not _sweeper_configs_present(path):
+            continue  # checked by test_searches_name_existing_keys until the sweeper is merged
         cfg = compose_config(tmp_path, [f"{group}={path.stem}"])
         check_pairing(cfg)
         build_model(cfg.model)
 
 
-def test_impossible_pair_lists_valid_pairs(tmp_path: Path) -> None:
+def _sweeper_configs_present(search: Path) -> bool:
+    """Whether every ``override /hydra/sweeper...`` config a search names exists."""
+    for entry in OmegaConf.to_container(OmegaConf.load(search).get("defaults", [])):
+        for key, value in entry.items() if isinstance(entry, dict) else []:
+            if key.startswith("override /hydra/sweeper"):
+                group = key.removeprefix("override /")
+                if not (CONF_DIR / group / f"{value}.yaml").exists():
+                    return False
+    return True
+
+
+@pytest.mark.parametrize(
+    "search", sorted(p.stem for p in (CONF_DIR / "hparams_search").glob("regressor*.yaml"))
+)
+def test_searches_name_existing_keys(tmp_path: Path, search: str) -> None:
+    """Every searched key exists in the model/data pair the search overrides; the first value
+    of each choice builds a model."""
+    node = OmegaConf.load(CONF_DIR / "hparams_search" / f"{search}.yaml")
+    pair = {}
+    for entry in OmegaConf.to_container(node.defaults):
+        for key, value in entry.items() if isinstance(entry, dict) else []:
+            if key in ("override /model", "override /data"):
+                pair[key.removeprefix("override /")] = value
+    assert set(pair) == {"model", "data"}, "a search names its model and data explicitly"
+    assert pair["model"] + "_optuna" == search
+    cfg = compose_config(tmp_path, [f"model={pair['model']}", f"data={pair['data']}"])
+    params = node.hydra.sweeper.params
+    assert params, "a search with nothing to search"
+    # a validation metric the model logs: val/trackml_score needs val_score_events > 0
+    assert node.optimized_metric in ("val/loss", "val/trackml_score")
+    if node.optimized_metric == "val/trackml_score":
+        assert node.optimized_mode == "max" and node.model.val_score_events > 0
+    first = []
+    for key, value in params.items():
+        assert OmegaConf.select(cfg, key, default="<absent>") != "<absent>", key
+        if str(value).startswith("choice("):
+            first.append(f"{key}={str(value)[7:].split(',')[0].strip()}")
+    sampled = compose_config(tmp_path, [f"model={pair['model']}", f"data={pair['data']}", *first])
+    assert sum(p.numel() for p in build_model(sampled.model).parameters()) > 0
+
+
+def test_default_is_regressor_flash_on_tml10_50(tmp_path: Path) -> None:
     cfg = compose_config(tmp_path)
+    assert cfg.model._target_ == "hepexp.models.regressor.TransformerRegressor"
+    assert cfg.data._target_ == "hepexp.data.trackml.datamodule.TrackMLDataModule"
+    assert cfg.data.source == "simulate"
+    assert list(cfg.data.particles_per_event) == [10, 50] and cfg.data.noise is False
+    assert cfg.evaluate_after is True, "the run ends by printing the test TrackML score"
+    improved = ("direction_features", "hit_frame", "geometric_attention", "ffn_gate")
+    assert all(cfg.model[k] for k in improved)
+
+
+@pytest.mark.parametrize(
+    ("preset", "params"), [("regressor_flash_paper", 201_348), ("regressor_flash_large", 928_388)]
+)
+def test_published_regressor_presets(tmp_path: Path, preset: str, params: int) -> None:
+    """The published architectures (REFERENCE.md: 928k parameters for TML:200-500)."""
+    cfg = compose_config(tmp_path, [f"model={preset}"])
+    improved = ("direction_features", "hit_frame", "geometric_attention", "ffn_gate")
+    assert not any(cfg.model[k] for k in improved), "the original architecture"
+    assert cfg.model.scheduler is None and cfg.model.optimizer.lr == 1e-3
+    assert sum(p.numel() for p in build_model(cfg.model).parameters()) == params
+
+
+def test_impossible_pair_lists_valid_pairs(tmp_path: Path) -> None:
+    cfg = compose_config(tmp_path, ["model=jet_ae", "data=atlas_jets"])
     cfg.data._target_ = "tests.test_configs.NoViewsData"
     with pytest.raises(ConfigError) as err:
         check_pairing(cfg)

@@ -19,6 +19,8 @@ from hepexp.run.common import (
 
 from .conftest import TINY_DATA, run_dirs, run_entrypoint
 
+#: the default pair is regressor_flash on trackml; these tests run jet_ae on atlas_jets
+JETS = ["model=jet_ae", "data=atlas_jets", *TINY_DATA["atlas_jets"]]
 QUICK = ["trainer.max_epochs=2", "trainer.accelerator=cpu", "data.batch_size=256"]
 
 
@@ -26,9 +28,7 @@ QUICK = ["trainer.max_epochs=2", "trainer.accelerator=cpu", "data.batch_size=256
 def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny jet_ae run shared by the tests below."""
     cwd = tmp_path_factory.mktemp("jets_run")
-    run_entrypoint(
-        "train.py", *QUICK, *TINY_DATA["atlas_jets"], cwd=cwd, env={"HEPEXP_RUN_ID": "first"}
-    )
+    run_entrypoint("train.py", *QUICK, *JETS, cwd=cwd, env={"HEPEXP_RUN_ID": "first"})
     return cwd
 
 
@@ -128,7 +128,7 @@ def test_resume_from_last_checkpoint_continues(trained_run: Path) -> None:
     run_entrypoint(
         "train.py",
         *QUICK,
-        *TINY_DATA["atlas_jets"],
+        *JETS,
         "trainer.max_epochs=3",
         f"ckpt_path={last}",
         "evaluate_after=false",
@@ -152,7 +152,7 @@ def test_wandb_logger_offline_without_account(tmp_path: Path) -> None:
         "logger=wandb",
         "trainer.max_epochs=1",
         "evaluate_after=false",
-        *TINY_DATA["atlas_jets"],
+        *JETS,
         cwd=tmp_path,
         env=no_account,
     )
@@ -177,7 +177,7 @@ def test_ddp_sim_trains_two_processes(tmp_path: Path) -> None:
         "train.py",
         "trainer=ddp_sim",
         "trainer.max_epochs=2",
-        *TINY_DATA["atlas_jets"],
+        *JETS,
         "data.batch_size=100",
         "evaluate_after=false",
         cwd=tmp_path,
@@ -210,7 +210,7 @@ def test_ddp_inside_multirun_does_not_start_a_sweep_per_rank(tmp_path: Path) -> 
         "trainer=ddp_sim",
         "trainer.max_epochs=1",
         "seed=1,2",
-        *TINY_DATA["atlas_jets"],
+        *JETS,
         "evaluate_after=false",
         cwd=tmp_path,
         env={"HEPEXP_RUN_ID": "sweep"},

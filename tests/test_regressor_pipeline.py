@@ -74,7 +74,7 @@ def test_evaluate_reproduces_and_overrides_clustering(run: Path) -> None:
     run_entrypoint(
         "evaluate.py",
         f"ckpt_path={ckpt}",
-        "model.clustering.min_cluster_size=9",
+        "+model.clustering.min_cluster_size=9",
         cwd=run,
         env={"HEPEXP_RUN_ID": "ev9"},
     )
@@ -120,7 +120,7 @@ def test_real_event_as_subevents(run: Path) -> None:
         "evaluate.py",
         f"ckpt_path={ckpt}",
         f"data.source={real}",
-        "+data.splits={train: 0, val: 0, test: 1}",
+        "data.splits={train: 0, val: 0, test: 1}",
         "+data.subevents_per_event={test: 5}",
         cwd=run,
         env={"HEPEXP_RUN_ID": "real"},

@@ -209,13 +209,15 @@ class AttentionContext:
             return F.scaled_dot_product_attention(
                 q, k, v, attn_mask=self.dense_mask, dropout_p=dropout
             )
-        offsets = self.packing.offsets.tolist()
+        # split, not slicing: the backward of a split concatenates the parts' gradients, while
+        # each slice's backward would fill a zero tensor of the whole sequence (O(events x T))
+        sizes = self.packing.offsets.diff().tolist()
         parts = [
-            F.scaled_dot_product_attention(
-                q[:, :, s:e], k[:, :, s:e], v[:, :, s:e], dropout_p=dropout
+            F.scaled_dot_product_attention(qe, ke, ve, dropout_p=dropout)
+            for n, qe, ke, ve in zip(
+                sizes, q.split(sizes, 2), k.split(sizes, 2), v.split(sizes, 2), strict=True
             )
-            for s, e in zip(offsets[:-1], offsets[1:], strict=True)
-            if e > s
+            if n
         ]
         return torch.cat(parts, dim=2)
 
