@@ -10,8 +10,12 @@ from hepexp.metrics.jets import jet_energy, residual_metrics, residuals
 
 def _jets(n: int = 1000) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(1)
-    return {"m": rng.uniform(2, 20, n), "pt": rng.uniform(20, 200, n),
-            "phi": rng.uniform(-3.1, 3.1, n), "eta": rng.uniform(-4, 4, n)}
+    return {
+        "m": rng.uniform(2, 20, n),
+        "pt": rng.uniform(20, 200, n),
+        "phi": rng.uniform(-3.1, 3.1, n),
+        "eta": rng.uniform(-4, 4, n),
+    }
 
 
 def test_perfect_reconstruction_has_zero_residuals() -> None:
@@ -35,19 +39,30 @@ def test_relative_and_absolute_residuals() -> None:
 
 
 def test_phi_residual_wraps_around() -> None:
-    true = {"m": np.array([5.0]), "pt": np.array([50.0]), "phi": np.array([3.1]), "eta": np.array([0.0])}
+    true = {
+        "m": np.array([5.0]),
+        "pt": np.array([50.0]),
+        "phi": np.array([3.1]),
+        "eta": np.array([0.0]),
+    }
     pred = {**true, "phi": np.array([-3.1])}
     assert residuals(true, pred)["phi"][0] == pytest.approx(2 * np.pi - 6.2)
 
 
 def test_energy_with_negative_mass_squared() -> None:
     assert jet_energy(np.array([3.0]), np.array([4.0]), np.array([0.0]))[0] == pytest.approx(5.0)
-    assert jet_energy(np.array([-3.0]), np.array([4.0]), np.array([0.0]))[0] == pytest.approx(np.sqrt(7.0))
+    assert jet_energy(np.array([-3.0]), np.array([4.0]), np.array([0.0]))[0] == pytest.approx(
+        np.sqrt(7.0)
+    )
 
 
 def test_zero_true_values_give_nan_not_inf() -> None:
-    true = {"m": np.array([0.0, 5.0]), "pt": np.array([50.0, 50.0]), "phi": np.array([0.1, 0.2]),
-            "eta": np.array([0.5, 0.4])}
+    true = {
+        "m": np.array([0.0, 5.0]),
+        "pt": np.array([50.0, 50.0]),
+        "phi": np.array([0.1, 0.2]),
+        "eta": np.array([0.5, 0.4]),
+    }
     pred = {**true, "m": np.array([1.0, 5.5])}
     res = residuals(true, pred)
     assert np.isnan(res["m"][0]) and res["m"][1] == pytest.approx(0.1)

@@ -7,7 +7,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from .test_prometheus_io import toy_events
 
 from hepexp.data.prometheus.io import read_events, write_events
 from hepexp.data.prometheus.preprocess import (
@@ -19,6 +18,7 @@ from hepexp.data.prometheus.preprocess import (
 )
 
 from .prometheus_helpers import real_events_path
+from .test_prometheus_io import toy_events
 
 
 def photons_from(times_per_om: list[list[float]], string: int = 7) -> ak.Array:
