@@ -9,6 +9,8 @@ prints tracks/s with ratios to the first variant of each model. Variants:
 
 - cond, original: post-norm, dropout 0.1, padded to 32 (trim off), fp32;
 - cond, ours: pre-norm + position embedding, no dropout, batches cut to their longest track;
+- cond, our recipe (experiment=vqvae_cond_tuned): the above plus cylindrical input features,
+  polar output head and the code -> anchor MLP;
 - the same in bf16 autocast (CUDA only);
 - uncond: per-hit MLP, 1024 hits per step (counted as tracks of 10 hits).
 """
@@ -16,7 +18,6 @@ prints tracks/s with ratios to the first variant of each model. Variants:
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from contextlib import nullcontext
 
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 
 from hepexp.models.vqvae import HitVQVAE, TrackVQVAE
+from hepexp.utils.io import write_json
 
 RADII = np.array([32, 72, 116, 172, 260, 360, 500, 660, 820, 1020], float)
 SCALE = 200.0
@@ -117,6 +119,14 @@ def main() -> None:
     hit_bs = 1024
     hit_batches = [{"x": hits[i : i + hit_bs]} for i in range(0, len(hits) - hit_bs + 1, hit_bs)]
     quantizer = {"num_codes": 4096, "dim": 4}
+    ours = {"positional": True, "norm_first": True, "dropout": 0.0}
+    recipe = {
+        **ours,
+        "cylindrical_features": True,
+        "polar_output": True,
+        "anchor": [128, 128],
+        "recon_loss": "distance",
+    }
 
     class Padded(TrackVQVAE):
         """The original's layout: every batch padded to 32 hits."""
@@ -127,20 +137,16 @@ def main() -> None:
 
     variants = [
         ("cond original (padded 32, fp32)", lambda: Padded(quantizer=quantizer), False),
-        (
-            "cond ours (trimmed, fp32)",
-            lambda: TrackVQVAE(quantizer=quantizer, positional=True, norm_first=True, dropout=0.0),
-            False,
-        ),
+        ("cond ours (trimmed, fp32)", lambda: TrackVQVAE(quantizer=quantizer, **ours), False),
+        ("cond recipe (trimmed, fp32)", lambda: TrackVQVAE(quantizer=quantizer, **recipe), False),
     ]
     if args.device == "cuda":
         variants += [
             ("cond original (padded 32, bf16)", lambda: Padded(quantizer=quantizer), True),
+            ("cond ours (trimmed, bf16)", lambda: TrackVQVAE(quantizer=quantizer, **ours), True),
             (
-                "cond ours (trimmed, bf16)",
-                lambda: TrackVQVAE(
-                    quantizer=quantizer, positional=True, norm_first=True, dropout=0.0
-                ),
+                "cond recipe (trimmed, bf16)",
+                lambda: TrackVQVAE(quantizer=quantizer, **recipe),
                 True,
             ),
         ]
@@ -181,8 +187,7 @@ def main() -> None:
             f" {r['tokenize_tracks_per_s'] / b['tokenize_tracks_per_s']:>6.2f}"
         )
     if args.out:
-        with open(args.out, "w") as f:
-            json.dump({"device": device, "batch_size": bs, "results": results}, f, indent=2)
+        write_json(args.out, {"device": device, "batch_size": bs, "results": results})
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ def test_cond_padding_content_and_length_do_not_change_tokens(positional: bool) 
         cylindrical_features=positional,
         polar_output=positional,
         anchor=[8] if positional else None,
+        anchor_input=positional,
     )
     x, mask = _tracks()
     model.init_codebook([{"x": x, "mask": mask}])
@@ -69,6 +70,11 @@ def test_cond_padding_content_and_length_do_not_change_tokens(positional: bool) 
     model.eval()
     one = model.tokenize(x[3:4], mask[3:4])
     assert torch.equal(one[0], tokens[3])
+
+
+def test_anchor_input_needs_an_anchor() -> None:
+    with pytest.raises(ValueError, match="anchor_input needs an anchor"):
+        _cond(anchor_input=True)
 
 
 def test_cond_token_depends_on_the_whole_track() -> None:

@@ -435,6 +435,9 @@ class TrackVQVAE(VQVAE):
             anchor position, which the decoder Transformer's output refines (added to it);
             null: none (the original). The Transformer then only learns a correction, which
             it does far more precisely than whole positions of up to ~5 units.
+        anchor_input: the decoder Transformer also sees the anchor positions of all hits of
+            the track (their input features, embedded), so that it refines a track it can see
+            instead of one it must infer from codes alone. Needs ``anchor``.
     """
 
     view = "track_hits"
@@ -451,9 +454,12 @@ class TrackVQVAE(VQVAE):
         positional: bool = False,
         norm_first: bool = False,
         anchor: Sequence[int] | None = None,
+        anchor_input: bool = False,
         **common: Any,
     ) -> None:
         super().__init__(**common)
+        if anchor_input and anchor is None:
+            raise ValueError("anchor_input needs an anchor MLP (set anchor, e.g. [128, 128])")
         dim = self.quantizer.dim
         self.max_len = max_len
         self.embed_in = nn.Linear(self.n_features, d_model)
@@ -465,6 +471,7 @@ class TrackVQVAE(VQVAE):
         self.positions = nn.Embedding(max_len, d_model) if positional else None
         self.pos_dec = nn.Embedding(max_len, d_model) if positional else None
         self.anchor = None if anchor is None else mlp([dim, *anchor, self.n_outputs], activation)
+        self.anchor_in = nn.Linear(self.n_features, d_model) if anchor_input else None
 
     @staticmethod
     def _trim(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -489,10 +496,15 @@ class TrackVQVAE(VQVAE):
 
     def decode(self, codes: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Codes (B, L, D) (anything at padding) and mask -> scaled positions (B, L, 3)."""
-        h = self._add_positions(self.from_latent(codes), self.pos_dec)
+        h = self.from_latent(codes)
+        anchor = None if self.anchor is None else self.anchor(codes)
+        if self.anchor_in is not None:
+            seen = hit_features(self.positions_of(anchor), self.cylindrical_features)
+            h = h + self.anchor_in(seen)
+        h = self._add_positions(h, self.pos_dec)
         out = self.head(self.decoder(h, src_key_padding_mask=~mask))
-        if self.anchor is not None:
-            out = out + self.anchor(codes)
+        if anchor is not None:
+            out = out + anchor
         return self.positions_of(out)
 
     def forward(
