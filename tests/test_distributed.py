@@ -106,7 +106,8 @@ def test_torchrun_ranks_share_one_run_dir_and_only_rank_zero_writes(tmp_path: Pa
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2",
         "--rdzv-backend=c10d", "--rdzv-endpoint=localhost:0", "--rdzv-id=job7",
-        str(ROOT / "train.py"), "trainer=ddp_sim", "trainer.max_epochs=2", "data.batch_size=100",
+        str(ROOT / "train.py"), "model=jet_ae", "data=atlas_jets", "trainer=ddp_sim",
+        "trainer.max_epochs=2", "data.batch_size=100",
         "evaluate_after=false", *TINY_DATA["atlas_jets"],
     ]  # fmt: skip
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)

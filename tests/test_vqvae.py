@@ -164,14 +164,11 @@ def test_read_tokens_rejects_bad_files(tmp_path: Path) -> None:
 
 
 # -- train -> evaluate -> convert on tiny simulated events ------------------------------------------
+# (the models bring the original's data settings: whole events, barrel, tracks with >= 6 hits)
 BARREL = [
     "data.simulation.n_events=3",
     "data.simulation.n_particles=250",
     "data.splits={train:1,val:1,test:1}",
-    "data.particles_per_event=null",
-    "+data.selection.volumes=[8,13,17]",
-    "+data.selection.min_hits=6",
-    "data.coord_scale=200",
     "model.quantizer.num_codes=256",
     "model.kmeans_iters=5",
     "trainer.accelerator=cpu",

@@ -54,7 +54,12 @@ class HEPDataModule(pl.LightningDataModule):
         return self.datasets[split]
 
     def loader(self, split: str, shuffle: bool | None = None, **kwargs: Any) -> DataLoader:
-        """A DataLoader over ``split``; training data is shuffled unless told otherwise."""
+        """A DataLoader over ``split``; training data is shuffled unless told otherwise.
+
+        Training batches are all full (the shuffled remainder is dropped each epoch) when the
+        split holds more than one batch: a batch of a single sample breaks batch norm.
+        """
+        dataset = self.dataset(split)
         options = dict(
             batch_size=self.batch_size,
             shuffle=(split == "train") if shuffle is None else shuffle,
@@ -63,7 +68,10 @@ class HEPDataModule(pl.LightningDataModule):
             persistent_workers=self.num_workers > 0,
         )
         options.update(kwargs)
-        return DataLoader(self.dataset(split), **options)
+        options.setdefault(
+            "drop_last", split == "train" and _length(dataset) > options["batch_size"]
+        )
+        return DataLoader(dataset, **options)
 
     def train_dataloader(self) -> DataLoader:
         return self.loader("train")
@@ -76,3 +84,11 @@ class HEPDataModule(pl.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self.loader("test")
+
+
+def _length(dataset: Any) -> int:
+    """Number of samples of a map-style dataset; 0 for a stream without a length."""
+    try:
+        return len(dataset)
+    except TypeError:
+        return 0
