@@ -345,7 +345,11 @@ class SoftmaxDecoder(nn.Module):
         rows, index = _om_rows(batch), batch["bin_index"]
         bins, frac, rest = self._exact(z)
         mass = (frac[rows] * (bins[rows] == index[:, None])).sum(1)
-        return torch.logaddexp(torch.log(rest)[rows] + learned, torch.log(mass))
+        # log of a zero weight is -inf by value; the clamp keeps its gradient finite
+        tiny = torch.finfo(mass.dtype).tiny
+        return torch.logaddexp(
+            rest.clamp_min(tiny).log()[rows] + learned, mass.clamp_min(tiny).log()
+        )
 
     def _learned_log_prob(self, z: torch.Tensor, batch: Batch) -> torch.Tensor:
         logp = torch.log_softmax(self.logits(z), dim=-1)
