@@ -204,3 +204,26 @@ def test_predictions_follow_dataset_order(toy: ToyTrackMLData) -> None:
     first = next(iter(toy.events("val")))
     np.testing.assert_array_equal(events[0]["hit_id"], first[1]["hit_id"].to_numpy())
     assert events[0]["pred"].shape == (len(first[1]), 4)
+
+
+def test_azimuthal_geometric_attention_ignores_z() -> None:
+    """With geometric_attention='azimuth', the attention prior sees only the hits' azimuth:
+    moving every hit along z changes the outputs only through the embedding inputs, so with
+    direction features off and the embedding of z zeroed, outputs do not change at all."""
+    torch.manual_seed(1)
+    model = _model(geometric_attention="azimuth", hit_frame=False, direction_features=False)
+    assert model.net.layers[0].attn.geometry_dims == 2
+    with torch.no_grad():
+        model.net.embed.weight[:, 2] = 0.0  # the embedding does not see z
+    model.eval()
+    x = torch.randn(2, 30, 3)
+    shifted = x.clone()
+    shifted[..., 2] += torch.randn(2, 30)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), model(shifted))
+        full = _model(geometric_attention=True, hit_frame=False, direction_features=False)
+        full.load_state_dict(model.state_dict(), strict=False)
+        full.eval()
+        assert not torch.allclose(full(x), full(shifted)), "the polar direction does change it"
+    with pytest.raises(ValueError, match="geometric_attention"):
+        _model(geometric_attention="polar")

@@ -79,7 +79,9 @@ class TransformerRegressor(HEPModule):
         geometric_attention: every attention head also scores pairs of hits by the similarity
             of their directions from the origin (azimuthal and polar unit vectors), with a
             learnable gain per head (see :class:`hepexp.models.attention.SelfAttention`): hits
-            of one track attend to each other from the first step on.
+            of one track attend to each other from the first step on. ``"azimuth"``: the
+            azimuthal unit vectors only (the polar direction from the origin differs along a
+            track from a displaced vertex).
         ffn_gate: gated (ReGLU) feed-forward blocks instead of ReLU ones.
         loss_on_noise: also regress the all-zero target of noise hits (default: only hits of
             particles count in the MSE).
@@ -114,7 +116,7 @@ class TransformerRegressor(HEPModule):
         attention: Mapping[str, Any] | None = None,
         direction_features: bool = False,
         hit_frame: bool = False,
-        geometric_attention: bool = False,
+        geometric_attention: bool | str = False,
         ffn_gate: bool = False,
         loss_on_noise: bool = False,
         clustering: Mapping[str, Any] | None = None,
@@ -130,6 +132,10 @@ class TransformerRegressor(HEPModule):
             raise ValueError(
                 f"regressor_flash regresses {len(TARGETS)} targets {TARGETS}, "
                 f"but the data provides num_targets={num_targets}"
+            )
+        if geometric_attention not in (False, True, "azimuth"):
+            raise ValueError(
+                f"geometric_attention must be true, false or 'azimuth', got {geometric_attention!r}"
             )
         attention = {"layout": "padded", "packed_kernel": "auto", "compile_flex": "auto"} | dict(
             attention or {}
@@ -148,7 +154,7 @@ class TransformerRegressor(HEPModule):
             layout=attention["layout"],
             packed_kernel=attention["packed_kernel"],
             compile_flex=attention["compile_flex"],
-            geometry_dims=4 if geometric_attention else 0,
+            geometry_dims={False: 0, True: 4, "azimuth": 2}[geometric_attention],
             ffn_gate=ffn_gate,
         )
         self.geometric_attention = geometric_attention
@@ -182,7 +188,11 @@ class TransformerRegressor(HEPModule):
         polar = torch.cat([x[..., 2:], r], dim=-1)  # (cos theta_hit, sin theta_hit)
         polar = polar / torch.linalg.vector_norm(polar, dim=-1, keepdim=True).clamp_min(1e-9)
         inputs = torch.cat([x, r, direction, polar], dim=-1) if self.direction_features else x
-        geometry = torch.cat([direction, polar], dim=-1) if self.geometric_attention else None
+        geometry = None
+        if self.geometric_attention == "azimuth":
+            geometry = direction
+        elif self.geometric_attention:
+            geometry = torch.cat([direction, polar], dim=-1)
         out = self.net(inputs, mask, geometry=geometry)
         if not self.hit_frame:
             return out
