@@ -14,6 +14,7 @@ from hepexp.data.trackml.io import load_event
 from hepexp.errors import DataError
 from hepexp.metrics import vqvae as vqm
 from hepexp.models.vqvae import HitVQVAE, TrackVQVAE, hit_features, read_tokens, write_parquet
+from hepexp.run.common import CHECKPOINT_KEY
 from hepexp.run.convert import convert
 from hepexp.run.evaluate import evaluate
 from hepexp.run.train import train
@@ -75,6 +76,22 @@ def test_cond_padding_content_and_length_do_not_change_tokens(positional: bool) 
 def test_anchor_input_needs_an_anchor() -> None:
     with pytest.raises(ValueError, match="anchor_input needs an anchor"):
         _cond(anchor_input=True)
+
+
+def test_init_from_loads_weights_for_training_only(tmp_path: Path) -> None:
+    trained = _cond()
+    with torch.no_grad():
+        trained.quantizer.codebook.add_(1.0)
+    trained.quantizer.initialised.fill_(True)
+    ckpt = tmp_path / "model.ckpt"
+    torch.save({"state_dict": trained.state_dict(), CHECKPOINT_KEY: {"config": {}}}, ckpt)
+    fresh = _cond(init_from=str(ckpt))
+    fresh.setup("validate")
+    assert not torch.equal(fresh.quantizer.codebook, trained.quantizer.codebook)
+    fresh.setup("fit")
+    for key, value in trained.state_dict().items():
+        assert torch.equal(fresh.state_dict()[key], value), key
+    assert not fresh.quantizer.needs_init
 
 
 def test_cond_token_depends_on_the_whole_track() -> None:

@@ -71,6 +71,9 @@ class VQVAE(HEPModule):
         polar_output: the decoder predicts r, a 2-vector giving phi, and z instead of x, y, z.
         kmeans_samples, kmeans_iters: with ``quantizer.kmeans_init``, the codebook starts as
             k-means centres of this many encoder outputs of training data.
+        init_from: a checkpoint of the same model whose weights (codebook included) start
+            training, with a fresh optimiser and schedule (fine-tuning); null: none. Only
+            training reads it; ``ckpt_path`` (resume) takes precedence.
     """
 
     def __init__(
@@ -83,6 +86,7 @@ class VQVAE(HEPModule):
         polar_output: bool = False,
         kmeans_samples: int = 65536,
         kmeans_iters: int = 20,
+        init_from: str | None = None,
         **base: Any,
     ) -> None:
         super().__init__(**base)
@@ -98,6 +102,7 @@ class VQVAE(HEPModule):
         self.n_outputs = 4 if polar_output else 3
         self.kmeans_samples = kmeans_samples
         self.kmeans_iters = kmeans_iters
+        self.init_from = init_from
         self.usage = {s: CodeUsage(self.quantizer.num_codes) for s in ("train", "val")}
 
     def positions_of(self, out: torch.Tensor) -> torch.Tensor:
@@ -184,6 +189,13 @@ class VQVAE(HEPModule):
     def on_validation_epoch_end(self) -> None:
         if not self.trainer.sanity_checking:
             self._log_usage("val")
+
+    def setup(self, stage: str) -> None:
+        # runs before Lightning restores a resumed checkpoint, which then wins
+        if stage == "fit" and self.init_from:
+            from hepexp.run.common import load_checkpoint
+
+            self.load_state_dict(load_checkpoint(self.init_from)["state_dict"])
 
     def on_train_start(self) -> None:
         if self.quantizer.needs_init:
