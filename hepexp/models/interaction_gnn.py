@@ -714,7 +714,7 @@ class InteractionGNNTracker(HEPModule):
         """Edge efficiency/purity after each stage; track efficiencies (DM, perfect, LHC), fake
         and duplicate rates for pT > 0.9 and 1 GeV and for all particles, with both track
         builders; the TrackML score; seconds per event per stage; plots."""
-        from hepexp.plotting.tracking import plot_tracking
+        from hepexp.plotting.trackml import plot_edge_scores, plot_efficiencies
 
         self.to(trainer.strategy.root_device)
         autocast = "bf16" if str(trainer.precision).startswith("bf16") else None
@@ -797,12 +797,8 @@ class InteractionGNNTracker(HEPModule):
         metrics["seconds_per_event/total"] = float(time_table[stages].sum(axis=1).mean())
         metrics["hits_per_event"] = float(np.mean([s[0] for s in sizes]))
         metrics["particles_per_event"] = float(np.mean([s[1] for s in sizes]))
-        plot_tracking(
-            pd.concat(particle_tables, ignore_index=True),
-            np.concatenate(edge_scores),
-            out_dir,
-            score_cut=self.score_cut,
-        )
+        plot_efficiencies(pd.concat(particle_tables, ignore_index=True), out_dir / "efficiency.png")
+        plot_edge_scores(np.concatenate(edge_scores), out_dir / "edge_scores.png", self.score_cut)
         return metrics
 
     # -- conversion ------------------------------------------------------------------------------

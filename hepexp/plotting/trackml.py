@@ -1,4 +1,5 @@
-"""Plots of TrackML tracking results: clustering scans, efficiencies, residuals, events."""
+"""Plots of TrackML tracking results: clustering scans, efficiencies, edge scores, residuals,
+events."""
 
 from __future__ import annotations
 
@@ -36,9 +37,10 @@ def plot_scan_heatmap(scan: pd.DataFrame, path: str | Path, title: str = "") -> 
     return save_figure(fig, path)
 
 
-def _binned_efficiency(
+def binned_efficiency(
     values: np.ndarray, matched: np.ndarray, bins: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Efficiency, binomial error and particle count per bin of ``values`` (NaN where empty)."""
     idx = np.digitize(values, bins) - 1
     ok = (idx >= 0) & (idx < len(bins) - 1)
     n = np.bincount(idx[ok], minlength=len(bins) - 1).astype(float)
@@ -49,45 +51,56 @@ def _binned_efficiency(
     return eff, err, n
 
 
+_DEFINITIONS = (
+    ("dm_matched", "double majority"),
+    ("perfect_matched", "perfect"),
+    ("lhc_matched", "LHC"),
+)
+
+
 def plot_efficiencies(particles: pd.DataFrame, path: str | Path, pt_min: float = 0.9) -> Path:
-    """Double-majority and perfect efficiency vs pT and vs eta.
+    """Double-majority, perfect and LHC efficiency vs pT and vs eta (pT >= ``pt_min``).
 
     ``particles`` is the concatenation of :func:`hepexp.metrics.trackml.match_particles`
-    tables; only reconstructable particles count. The eta panel shows all pT and pT >=
-    ``pt_min``.
+    tables; only reconstructable particles count.
     """
     table = particles[particles["reconstructable"]]
+    high = table[table["pt"].to_numpy() >= pt_min]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    ax = axes[0]
-    centres = np.sqrt(PT_BINS[:-1] * PT_BINS[1:])
-    for column, label in (("dm_matched", "double majority"), ("perfect_matched", "perfect")):
-        eff, err, _ = _binned_efficiency(table["pt"].to_numpy(), table[column].to_numpy(), PT_BINS)
-        ax.errorbar(centres, eff, yerr=err, marker="o", ms=4, capsize=2, label=label)
-    ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.set_xlabel("particle $p_T$ [GeV]")
-    ax.set_ylabel("efficiency")
-    ax.set_ylim(0, 1.05)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    ax = axes[1]
-    centres = 0.5 * (ETA_BINS[:-1] + ETA_BINS[1:])
-    for sel, label in (
-        (np.ones(len(table), bool), "DM, all $p_T$"),
-        (table["pt"].to_numpy() >= pt_min, f"DM, $p_T \\geq$ {pt_min} GeV"),
-        (np.ones(len(table), bool), "perfect, all $p_T$"),
-    ):
-        column = "perfect_matched" if label.startswith("perfect") else "dm_matched"
-        eff, err, _ = _binned_efficiency(
-            table["eta"].to_numpy()[sel], table[column].to_numpy()[sel], ETA_BINS
-        )
-        ax.errorbar(centres, eff, yerr=err, marker="o", ms=4, capsize=2, label=label)
-    ax.set_xlabel(r"particle $\eta$")
-    ax.set_ylim(0, 1.05)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower center", fontsize=8)
+    pt_centres = np.sqrt(PT_BINS[:-1] * PT_BINS[1:])
+    eta_centres = 0.5 * (ETA_BINS[:-1] + ETA_BINS[1:])
+    for column, label in _DEFINITIONS:
+        eff, err, _ = binned_efficiency(table["pt"].to_numpy(), table[column].to_numpy(), PT_BINS)
+        axes[0].errorbar(pt_centres, eff, yerr=err, marker="o", ms=4, capsize=2, label=label)
+        eff, err, _ = binned_efficiency(high["eta"].to_numpy(), high[column].to_numpy(), ETA_BINS)
+        axes[1].errorbar(eta_centres, eff, yerr=err, marker="o", ms=4, capsize=2, label=label)
+    axes[0].set_xscale("log")
+    axes[0].xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    axes[0].xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    axes[0].axvline(pt_min, color="grey", lw=0.8, ls=":")
+    axes[0].set_xlabel("particle $p_T$ [GeV]")
+    axes[1].set_xlabel(rf"particle $\eta$ ($p_T \geq$ {pt_min:g} GeV)")
+    for ax in axes:
+        ax.set_ylabel("efficiency")
+        ax.set_ylim(0, 1.05)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower center", fontsize=8)
     fig.suptitle(f"Tracking efficiency ({len(table)} reconstructable particles)")
+    return save_figure(fig, path)
+
+
+def plot_edge_scores(edge_scores: np.ndarray, path: str | Path, score_cut: float = 0.5) -> Path:
+    """Histograms of edge scores ((E, 2): score, is-true) for true and false edges."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    bins = np.linspace(0, 1, 51)
+    true = edge_scores[:, 1] > 0
+    ax.hist(edge_scores[true, 0], bins=bins, histtype="step", lw=1.5, label="same particle")
+    ax.hist(edge_scores[~true, 0], bins=bins, histtype="step", lw=1.5, label="other")
+    ax.axvline(score_cut, color="grey", lw=0.8, ls=":")
+    ax.set_yscale("log")
+    ax.set_xlabel("edge score")
+    ax.set_ylabel("edges")
+    ax.legend()
     return save_figure(fig, path)
 
 
