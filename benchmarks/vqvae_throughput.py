@@ -10,7 +10,7 @@ prints tracks/s with ratios to the first variant of each model. Variants:
 - cond, original: post-norm, dropout 0.1, padded to 32 (trim off), fp32;
 - cond, ours: pre-norm + position embedding, no dropout, batches cut to their longest track;
 - cond, our recipe (experiment=vqvae_cond_tuned): the above plus cylindrical input features,
-  polar output head and the code -> anchor MLP;
+  polar output head and the Euclidean-distance loss;
 - the same in bf16 autocast (CUDA only);
 - uncond: per-hit MLP, 1024 hits per step (counted as tracks of 10 hits).
 """
@@ -124,7 +124,6 @@ def main() -> None:
         **ours,
         "cylindrical_features": True,
         "polar_output": True,
-        "anchor": [128, 128],
         "recon_loss": "distance",
     }
 

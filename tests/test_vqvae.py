@@ -192,7 +192,12 @@ BARREL = [
     "logger=csv",
 ]
 MODELS = {
-    "vqvae_uncond": ["trainer.max_epochs=6", "data.batch_size=256", "model.optimizer.lr=3e-3"],
+    "vqvae_uncond": [
+        "trainer.max_epochs=8",
+        "data.batch_size=256",
+        "model.optimizer.lr=3e-3",
+        "model.quantizer.restart_after=5",
+    ],
     "vqvae_cond": [
         "trainer.max_epochs=10",
         "data.batch_size=8",
