@@ -198,16 +198,19 @@ def test_metric_learning_graph(graph_data: TrackMLDataModule) -> None:
     truth edges, and its graph finds most high-pT truth edges at a usable purity."""
     from hepexp.models.interaction_gnn import InteractionGNNTracker
 
+    def embedding_model() -> InteractionGNNTracker:
+        return InteractionGNNTracker(
+            hidden=8,
+            n_iterations=1,
+            graph={
+                "method": "metric_learning",
+                "metric_learning": {"hidden": 64, "epochs": 4, "target_efficiency": 0.95},
+            },
+            filter={"enabled": False},
+        )
+
     torch.manual_seed(0)
-    model = InteractionGNNTracker(
-        hidden=8,
-        n_iterations=1,
-        graph={
-            "method": "metric_learning",
-            "metric_learning": {"hidden": 64, "epochs": 4, "target_efficiency": 0.95},
-        },
-        filter={"enabled": False},
-    )
+    model = embedding_model()
     model.fit_graph_stage(graph_data)
     model.train_embedding(graph_data)
     builder = model.graph_builder
@@ -228,14 +231,6 @@ def test_metric_learning_graph(graph_data: TrackMLDataModule) -> None:
     assert test["purity_same_particle"] > 0.05
     stored = list((Path(graph_data.data_dir) / "stages").glob("embedding-*.pt"))
     assert len(stored) == 1
-    again = InteractionGNNTracker(
-        hidden=8,
-        n_iterations=1,
-        graph={
-            "method": "metric_learning",
-            "metric_learning": {"hidden": 64, "epochs": 4, "target_efficiency": 0.95},
-        },
-        filter={"enabled": False},
-    )
+    again = embedding_model()
     again.train_embedding(graph_data)
     assert float(again.graph_builder.radius) == float(builder.radius), "loaded from the cache"
