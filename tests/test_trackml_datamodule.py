@@ -143,3 +143,31 @@ def test_bad_configs(event_dir: Path, tmp_path: Path) -> None:
         _dm(event_dir, tmp_path, particles_per_event=[600, 700]).setup()
     with pytest.raises(ConfigError, match="cannot provide view 'jet_vectors'"):
         _dm(event_dir, tmp_path, view="jet_vectors")
+
+
+def test_parallel_preparation_gives_the_serial_result(tmp_path: Path) -> None:
+    """Simulation and caching in worker processes: byte-identical events, identical records."""
+    settings = dict(
+        source="simulate",
+        simulation={"n_events": 6, "n_particles": 80, "seed": 3},
+        splits={"train": 4, "val": 1, "test": 1},
+        subevents_per_event=4,
+        batch_size=2,
+    )
+    serial = TrackMLDataModule("event_hits", data_dir=str(tmp_path / "a"), **settings)
+    parallel = TrackMLDataModule(
+        "event_hits", data_dir=str(tmp_path / "b"), prepare_workers=2, **settings
+    )
+    for dm in (serial, parallel):
+        dm.setup()
+    for i in range(1, 7):
+        a = Path(f"{event_prefix(serial.source_dir(), i)}-hits.csv").read_bytes()
+        assert a == Path(f"{event_prefix(parallel.source_dir(), i)}-hits.csv").read_bytes()
+    for split in ("train", "val", "test"):
+        a, b = serial.dataset(split), parallel.dataset(split)
+        assert list(a.event_ids) == list(b.event_ids) and len(a) == len(b)
+        for i in range(len(a)):
+            for key in ("x", "targets", "particle_id", "hit_id"):
+                np.testing.assert_array_equal(a[i]["hits"][key], b[i]["hits"][key])
+    with pytest.raises(ValueError, match="prepare_workers"):
+        TrackMLDataModule("event_hits", data_dir=str(tmp_path / "c"), prepare_workers=0, **settings)

@@ -40,6 +40,8 @@ from torch import nn
 Layout = Literal["padded", "packed"]
 PackedKernel = Literal["auto", "flex", "loop", "dense"]
 FLEX_BLOCK = 128
+#: smallest head dimension of the compiled FlexAttention kernels (smaller ones are zero-padded)
+FLEX_MIN_HEAD_DIM = 16
 PAD_MULTIPLE = 8
 
 
@@ -139,10 +141,15 @@ def _compiled_flex():
 
 
 def _flex(q, k, v, block_mask, compile_flex: bool):
+    """FlexAttention with SDPA's default scale; head dimensions below the compiled kernel's
+    minimum (16) are zero-padded, which leaves scores and outputs unchanged."""
     from torch.nn.attention.flex_attention import flex_attention
 
     fn = _compiled_flex() if compile_flex else flex_attention
-    return fn(q, k, v, block_mask=block_mask)
+    e = q.shape[-1]
+    if e < FLEX_MIN_HEAD_DIM:
+        q, k, v = (F.pad(a, (0, FLEX_MIN_HEAD_DIM - e)) for a in (q, k, v))
+    return fn(q, k, v, block_mask=block_mask, scale=e**-0.5)[..., :e]
 
 
 class AttentionContext:

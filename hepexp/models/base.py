@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import Timer
+
+from hepexp.errors import ConfigError
 
 if TYPE_CHECKING:
     from hepexp.data.base import HEPDataModule
@@ -22,7 +27,10 @@ class HEPModule(pl.LightningModule):
 
     ``optimizer`` and ``scheduler`` are partials from the config (``_partial_: true``): the
     optimizer is called with the parameters, the scheduler with the optimizer (and, for
-    schedulers that take ``total_steps``, the trainer's number of optimiser steps).
+    schedulers that take ``total_steps``, the trainer's number of optimiser steps; for those
+    that take ``time_fraction``, the share of ``trainer.max_time`` used so far).
+    ``init_from``: a checkpoint of the same model whose weights start training (fine-tuning);
+    subclasses overriding ``setup`` call ``super().setup(stage)`` first.
     """
 
     view: ClassVar[str] = ""
@@ -33,8 +41,11 @@ class HEPModule(pl.LightningModule):
         scheduler: Callable[..., Any] | None = None,
         scheduler_interval: str = "epoch",
         scheduler_monitor: str = "val/loss",
+        init_from: str | None = None,
     ) -> None:
         super().__init__()
+        self.init_from = init_from
+        self._init_loaded = False
         self.optimizer_factory = optimizer or torch.optim.Adam
         self.scheduler_factory = scheduler
         self.scheduler_interval = scheduler_interval
@@ -44,15 +55,45 @@ class HEPModule(pl.LightningModule):
     def datamodule(self) -> HEPDataModule:
         return self.trainer.datamodule
 
+    def load_weights(self, path: str | Path) -> None:
+        """Load every weight and buffer from a checkpoint of this model (weights only)."""
+        from hepexp.run.common import load_checkpoint
+
+        try:
+            self.load_state_dict(load_checkpoint(path)["state_dict"])
+        except RuntimeError as err:
+            raise ConfigError(
+                f"model.init_from: {path} does not fit this model (other sizes or options?): {err}"
+            ) from err
+
+    def setup(self, stage: str) -> None:
+        # runs before Lightning restores a resumed checkpoint (ckpt_path), which then wins
+        if stage == "fit" and self.init_from and not self._init_loaded:
+            self.load_weights(self.init_from)
+            self._init_loaded = True
+
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(params=self.parameters())
         if self.scheduler_factory is None:
             return optimizer
-        kwargs = {}
         func = getattr(self.scheduler_factory, "func", self.scheduler_factory)
-        given = getattr(self.scheduler_factory, "keywords", {})
-        if "total_steps" in inspect.signature(func).parameters and "total_steps" not in given:
-            kwargs["total_steps"] = int(self.trainer.estimated_stepping_batches)
+        accepted = set(inspect.signature(func).parameters) - set(
+            getattr(self.scheduler_factory, "keywords", {})
+        )
+        timer = next((c for c in self.trainer.callbacks if isinstance(c, Timer)), None)
+        timed = "time_fraction" in accepted and timer is not None
+        kwargs: dict[str, Any] = {}
+        if timed:
+            kwargs["time_fraction"] = partial(_time_fraction, timer)
+        if "total_steps" in accepted:
+            steps = self.trainer.estimated_stepping_batches
+            if math.isinf(steps) and not timed:
+                raise ConfigError(
+                    "the learning-rate schedule needs a length: set trainer.max_epochs or "
+                    "trainer.max_steps (or trainer.max_time with a timed schedule)"
+                )
+            # with no step limit the time budget alone drives the cycle
+            kwargs["total_steps"] = 10**7 if math.isinf(steps) else int(steps)
         scheduler = self.scheduler_factory(optimizer=optimizer, **kwargs)
         return {
             "optimizer": optimizer,
@@ -77,3 +118,11 @@ class HEPModule(pl.LightningModule):
     ) -> dict:
         """Convert ``input_path`` into ``output_path`` (latents, tokens, tracks...)."""
         raise NotImplementedError(f"{type(self).__name__} has no conversion")
+
+
+def _time_fraction(timer: Timer) -> float:
+    """Share of the trainer's time budget (``max_time``) used so far, 0..1."""
+    elapsed = timer.time_elapsed()
+    remaining = timer.time_remaining() or 0.0
+    total = elapsed + max(remaining, 0.0)
+    return min(elapsed / total, 1.0) if total > 0 else 1.0

@@ -289,7 +289,6 @@ class InteractionGNNTracker(HEPModule):
         filter: Mapping[str, Any] | None = None,  # noqa: A002
         tracks: Mapping[str, Any] | None = None,
         cache_graphs: bool = True,
-        init_from: str | None = None,
         **base: Any,
     ) -> None:
         super().__init__(**base)
@@ -343,7 +342,6 @@ class InteractionGNNTracker(HEPModule):
         self.pos_weight = pos_weight
         self.score_cut = score_cut
         self.cache_graphs = cache_graphs
-        self.init_from = init_from
         self._graph_cache: dict[int, torch.Tensor] = {}
         self._val_counts: list[dict] = []
 
@@ -560,23 +558,8 @@ class InteractionGNNTracker(HEPModule):
         _save_atomic({"filter": self.filter.state_dict(), "cut": torch.tensor(cut)}, path)
         log.info("edge filter cut %.4f, saved to %s", cut, path)
 
-    def load_weights(self, path: str | Path) -> None:
-        """Load the weights of every stage from a checkpoint of this model (weights only)."""
-        from hepexp.run.common import load_checkpoint
-
-        state = load_checkpoint(path)["state_dict"]
-        try:
-            self.load_state_dict(state)
-        except RuntimeError as err:
-            raise ConfigError(
-                f"model.init_from: {path} does not fit this model (different hidden, "
-                f"n_iterations, filter or graph method?): {err}"
-            ) from err
-        log.info("weights of every stage loaded from %s", path)
-
     def setup(self, stage: str) -> None:
-        if stage == "fit" and self.init_from and not self.scaler.fitted:
-            self.load_weights(self.init_from)
+        super().setup(stage)
         if stage == "fit" and not self.scaler.fitted:
             self.fit_graph_stage(self.datamodule)
 

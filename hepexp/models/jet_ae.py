@@ -79,6 +79,7 @@ class JetAutoencoder(HEPModule):
 
     # -- training ------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
+        super().setup(stage)
         if stage == "fit" and not self.transform.is_fitted:
             self.transform.fit(self.datamodule.fit_sample())
 

@@ -86,7 +86,6 @@ class VQVAE(HEPModule):
         polar_output: bool = False,
         kmeans_samples: int = 65536,
         kmeans_iters: int = 20,
-        init_from: str | None = None,
         **base: Any,
     ) -> None:
         super().__init__(**base)
@@ -102,7 +101,6 @@ class VQVAE(HEPModule):
         self.n_outputs = 4 if polar_output else 3
         self.kmeans_samples = kmeans_samples
         self.kmeans_iters = kmeans_iters
-        self.init_from = init_from
         self.usage = {s: CodeUsage(self.quantizer.num_codes) for s in ("train", "val")}
 
     def positions_of(self, out: torch.Tensor) -> torch.Tensor:
@@ -189,13 +187,6 @@ class VQVAE(HEPModule):
     def on_validation_epoch_end(self) -> None:
         if not self.trainer.sanity_checking:
             self._log_usage("val")
-
-    def setup(self, stage: str) -> None:
-        # runs before Lightning restores a resumed checkpoint, which then wins
-        if stage == "fit" and self.init_from:
-            from hepexp.run.common import load_checkpoint
-
-            self.load_state_dict(load_checkpoint(self.init_from)["state_dict"])
 
     def on_train_start(self) -> None:
         if self.quantizer.needs_init:

@@ -17,6 +17,7 @@ import pandas as pd
 from joblib import Parallel, delayed
 
 from hepexp.metrics.trackml import score_event
+from hepexp.utils.parallel import resolve_workers
 
 
 def cluster_hits(
@@ -83,7 +84,7 @@ def cluster_events(
     ``n_jobs`` worker processes (-1: all cores) each take chunks of consecutive events.
     """
     params = {"min_cluster_size": min_cluster_size, "min_samples": min_samples, **options}
-    n_jobs = _n_jobs(n_jobs)
+    n_jobs = resolve_workers(n_jobs, "n_jobs")
     chunks = _chunks(len(features), n_jobs * chunks_per_job)
     tasks = [delayed(_cluster_chunk)([features[i] for i in c], params) for c in chunks]
     labels: list[np.ndarray] = []
@@ -92,14 +93,6 @@ def cluster_events(
         labels += chunk_labels
         seconds += chunk_seconds
     return labels, np.asarray(seconds)
-
-
-def _n_jobs(n_jobs: int) -> int:
-    import os
-
-    if n_jobs == 0 or n_jobs < -1:
-        raise ValueError(f"n_jobs must be >= 1 or -1 (all cores), got {n_jobs}")
-    return (os.cpu_count() or 1) if n_jobs == -1 else n_jobs
 
 
 def _scan_chunk(
@@ -141,7 +134,7 @@ def scan_clustering(
     if not (len(features) == len(hit_ids) == len(truths)) or not len(features):
         raise ValueError("scan_clustering: need the same, non-zero number of events in each input")
     grid = [(int(a), int(b)) for a in min_cluster_sizes for b in min_samples]
-    n_jobs = _n_jobs(n_jobs)
+    n_jobs = resolve_workers(n_jobs, "n_jobs")
     chunks = _chunks(len(features), n_jobs * 2)
     tasks = [
         delayed(_scan_chunk)(

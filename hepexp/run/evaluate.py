@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from hepexp.run.common import (
@@ -22,9 +23,19 @@ def evaluation_trainer(
     accelerator: str | None = None,
     precision: str | None = None,
 ) -> pl.Trainer:
-    """A single-device trainer for inference with the training run's accelerator and precision."""
+    """A single-device trainer for inference with the training run's accelerator and precision.
+
+    A model trained on a GPU is evaluated on the CPU (in float32) where no GPU is available."""
+    accelerator = accelerator or trainer_cfg.get("accelerator", "auto")
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        log.warning(
+            "the model was trained with accelerator=%s, but no GPU is available here: "
+            "evaluating on the CPU in float32 (set accelerator= and precision= to choose)",
+            accelerator,
+        )
+        accelerator, precision = "cpu", precision or "32-true"
     return pl.Trainer(
-        accelerator=accelerator or trainer_cfg.get("accelerator", "auto"),
+        accelerator=accelerator,
         devices=1,
         precision=precision or trainer_cfg.get("precision", "32-true"),
         logger=False,

@@ -10,17 +10,18 @@ scoring.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
 from hepexp.data.base import HEPDataModule
 from hepexp.data.store import RecordStore, RecordStoreWriter
@@ -28,6 +29,7 @@ from hepexp.data.trackml import views
 from hepexp.data.trackml.io import event_prefix, list_events, load_event
 from hepexp.data.trackml.subevents import SubEvent, sample_subevent, select
 from hepexp.errors import ConfigError, DataError
+from hepexp.utils.parallel import ordered_map, resolve_workers
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -241,8 +243,13 @@ class TrackMLDataModule(HEPDataModule):
         num_workers: int = 0,
         pin_memory: bool | None = None,
         seed: int = 0,
+        prepare_workers: int = 1,
     ) -> None:
         super().__init__(view, batch_size, num_workers, pin_memory, seed)
+        resolve_workers(
+            prepare_workers, "data.prepare_workers"
+        )  # a clear error now rather than at preparation
+        self.prepare_workers = prepare_workers
         self.source = source
         self.data_dir = Path(data_dir)
         self.simulation = {"n_events": 40, "n_particles": 2000, "seed": 1, "options": {}}
@@ -299,6 +306,7 @@ class TrackMLDataModule(HEPDataModule):
             sim["n_events"],
             sim["n_particles"],
             sim["seed"],
+            workers=self.prepare_workers,
             **sim["options"],
         )
 
@@ -317,29 +325,36 @@ class TrackMLDataModule(HEPDataModule):
 
     def events(self, split: str) -> Iterator[tuple[int, SubEvent]]:
         """The (sub-)events of ``split`` as frames, exactly those the view's dataset holds."""
-        directory = self.source_dir()
         for source_id in self.source_events(split):
-            frames = dict(
-                zip(
-                    self.parts,
-                    load_event(event_prefix(directory, source_id), self.parts),
-                    strict=True,
-                )
+            yield from self.source_subevents(split, source_id)
+
+    def source_subevents(self, split: str, source_id: int) -> list[tuple[int, SubEvent]]:
+        """The (sub-)events of ``split`` drawn from source event ``source_id``, with their ids.
+
+        Each source event has its own random stream, so source events can be processed in any
+        order or in parallel and give the same sub-events."""
+        frames = dict(
+            zip(
+                self.parts,
+                load_event(event_prefix(self.source_dir(), source_id), self.parts),
+                strict=True,
             )
-            event = select(
-                frames["hits"],
-                frames["particles"],
-                frames["truth"],
-                remove_noise=not self.noise,
-                cells=frames.get("cells"),
-                **self.selection,
-            )
-            if self.particles_per_event is None:
-                yield source_id * SUBEVENT_STRIDE, event
-                continue
-            rng = np.random.default_rng([self.seed, SPLITS.index(split), source_id])
-            for k in range(self.subevents_per_event[split]):
-                sub = sample_subevent(
+        )
+        event = select(
+            frames["hits"],
+            frames["particles"],
+            frames["truth"],
+            remove_noise=not self.noise,
+            cells=frames.get("cells"),
+            **self.selection,
+        )
+        if self.particles_per_event is None:
+            return [(source_id * SUBEVENT_STRIDE, event)]
+        rng = np.random.default_rng([self.seed, SPLITS.index(split), source_id])
+        return [
+            (
+                source_id * SUBEVENT_STRIDE + k,
+                sample_subevent(
                     event.hits,
                     event.particles,
                     event.truth,
@@ -347,8 +362,10 @@ class TrackMLDataModule(HEPDataModule):
                     rng,
                     keep_noise=self.noise,
                     cells=event.cells,
-                )
-                yield source_id * SUBEVENT_STRIDE + k, sub
+                ),
+            )
+            for k in range(self.subevents_per_event[split])
+        ]
 
     def _draw_count(self, event: SubEvent, rng: np.random.Generator) -> int:
         lo, hi = self.particles_per_event
@@ -391,22 +408,19 @@ class TrackMLDataModule(HEPDataModule):
         directory = self._cache_dir(split)
         if (directory / "done").exists():
             return directory
-        build = VIEW_RECORDS[self.view]
+        self.source_dir()  # simulate first (in parallel itself), not inside each worker
         writers: dict[str, RecordStoreWriter] = {}
         event_ids = []
-        n_sources = len(self.source_events(split))
+        sources = self.source_events(split)
+        job = partial(_view_records, self._detached(), split)
         desc = f"caching TrackML {split} ({self.view})"
-        for event_id, event in tqdm(
-            self.events(split),
-            desc=desc,
-            unit="event",
-            total=n_sources * (self.subevents_per_event[split] if self.particles_per_event else 1),
-        ):
-            for name, record in build(event, self.view_options).items():
-                if name not in writers:
-                    writers[name] = RecordStoreWriter(directory / name)
-                writers[name].append(record)
-            event_ids.append(event_id)
+        for records in ordered_map(job, sources, self.prepare_workers, desc=desc, unit="source"):
+            for event_id, record in records:
+                for name, arrays in record.items():
+                    if name not in writers:
+                        writers[name] = RecordStoreWriter(directory / name)
+                    writers[name].append(arrays)
+                event_ids.append(event_id)
         if not event_ids:
             raise ConfigError(
                 f"the {split} split of data=trackml is empty: give it a larger share "
@@ -417,6 +431,13 @@ class TrackMLDataModule(HEPDataModule):
         np.save(directory / "event_ids.npy", np.asarray(event_ids, dtype=np.int64))
         (directory / "done").write_text("")
         return directory
+
+    def _detached(self) -> TrackMLDataModule:
+        """A copy holding only settings (no trainer, no datasets): cheap to send to workers."""
+        dm = copy.copy(self)
+        dm.trainer = None
+        dm.datasets = {}
+        return dm
 
     def prepare_data(self) -> None:
         for split in SPLITS:
@@ -460,6 +481,14 @@ class TrackMLDataModule(HEPDataModule):
     def loader(self, split: str, shuffle: bool | None = None, **kwargs: Any):
         kwargs.setdefault("collate_fn", self.collate_fn())
         return super().loader(split, shuffle, **kwargs)
+
+
+def _view_records(
+    dm: TrackMLDataModule, split: str, source_id: int
+) -> list[tuple[int, dict[str, dict]]]:
+    """The cache records of the sub-events of one source event (run in worker processes)."""
+    build = VIEW_RECORDS[dm.view]
+    return [(i, build(ev, dm.view_options)) for i, ev in dm.source_subevents(split, source_id)]
 
 
 def _digest(settings: Mapping) -> str:

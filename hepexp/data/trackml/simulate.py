@@ -62,13 +62,12 @@ import dataclasses
 import json
 import os
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from hepexp.data.cache import SETTINGS_FILE, ensure_generated
 from hepexp.data.trackml.geometry import (
@@ -84,6 +83,7 @@ from hepexp.data.trackml.geometry import (
 from hepexp.data.trackml.io import PARTS, event_prefix, list_events, write_event
 from hepexp.metrics.trackml import hit_weights
 from hepexp.utils.io import write_json
+from hepexp.utils.parallel import ordered_map
 
 #: bump when the simulator's output changes, so that cached datasets are regenerated
 SIMULATOR_VERSION = 1
@@ -1102,6 +1102,13 @@ def event_seed(seed: int, event_index: int) -> list[int]:
     return [int(seed), int(event_index)]
 
 
+def _simulate_and_write(
+    i: int, out_dir: Path, n_particles: int, seed: int, compress: bool, options: dict
+) -> None:
+    frames = simulate_event(n_particles, event_seed(seed, i), **options)
+    write_event(event_prefix(out_dir, i + 1), *frames, compress=compress)
+
+
 def _write_events(
     out_dir: Path,
     n_events: int,
@@ -1109,11 +1116,20 @@ def _write_events(
     seed: int,
     compress: bool,
     progress: bool,
+    workers: int = 1,
     **options: Any,
 ) -> None:
-    for i in tqdm(range(n_events), desc="simulating TrackML events", disable=not progress):
-        frames = simulate_event(n_particles, event_seed(seed, i), **options)
-        write_event(event_prefix(out_dir, i + 1), *frames, compress=compress)
+    job = partial(
+        _simulate_and_write,
+        out_dir=out_dir,
+        n_particles=n_particles,
+        seed=seed,
+        compress=compress,
+        options=options,
+    )
+    desc = "simulating TrackML events" if progress else None
+    for _ in ordered_map(job, range(n_events), workers, desc=desc, unit="event"):
+        pass
 
 
 def simulate_dataset(
@@ -1123,15 +1139,17 @@ def simulate_dataset(
     seed: int,
     compress: bool = False,
     progress: bool = True,
+    workers: int = 1,
     **options: Any,
 ) -> Path:
-    """Simulate ``n_events`` events into ``out_dir`` (``event000000001-*.csv`` ...) and record
-    the settings in ``simulation.json`` (written last). Returns ``out_dir``."""
+    """Simulate ``n_events`` events into ``out_dir`` (``event000000001-*.csv`` ...) with
+    ``workers`` processes (-1: all cores) and record the settings in ``simulation.json``
+    (written last). Returns ``out_dir``."""
     settings = dataset_settings(n_events, n_particles, seed, compress, **options)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / SETTINGS_FILE).unlink(missing_ok=True)
-    _write_events(out_dir, n_events, n_particles, seed, compress, progress, **options)
+    _write_events(out_dir, n_events, n_particles, seed, compress, progress, workers, **options)
     write_json(out_dir / SETTINGS_FILE, settings)
     return out_dir
 
@@ -1143,6 +1161,7 @@ def ensure_simulated(
     seed: int,
     compress: bool = False,
     progress: bool = True,
+    workers: int = 1,
     **options: Any,
 ) -> Path:
     """Return ``out_dir`` holding the simulated dataset with these settings, simulating it only
@@ -1154,7 +1173,7 @@ def ensure_simulated(
     settings = dataset_settings(n_events, n_particles, seed, compress, **options)
 
     def generate(tmp: Path) -> None:
-        _write_events(tmp, n_events, n_particles, seed, compress, progress, **options)
+        _write_events(tmp, n_events, n_particles, seed, compress, progress, workers, **options)
 
     def complete(directory: Path) -> bool:
         suffix = ".csv.gz" if compress else ".csv"
