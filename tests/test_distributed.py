@@ -95,7 +95,8 @@ def test_slurm_launcher_takes_its_shape_from_the_trainer(tmp_path: Path) -> None
 @pytest.mark.slow
 def test_torchrun_ranks_share_one_run_dir_and_only_rank_zero_writes(tmp_path: Path) -> None:
     """Two ranks started by torchrun (as srun or a multi-node launch would): one run dir from
-    the torchrun run id, Hydra's records and outputs written once, a log file per rank."""
+    the torchrun run id, Hydra's records and outputs written once, a log file per rank; a
+    time-budgeted schedule runs in step on both ranks."""
     env = {
         **os.environ,
         "HEPEXP_DATA_DIR": str(tmp_path / "data"),
@@ -109,6 +110,9 @@ def test_torchrun_ranks_share_one_run_dir_and_only_rank_zero_writes(tmp_path: Pa
         str(ROOT / "train.py"), "model=jet_ae", "data=atlas_jets", "trainer=ddp_sim",
         "trainer.max_epochs=2", "data.batch_size=100",
         "evaluate_after=false", *TINY_DATA["atlas_jets"],
+        # a time-budgeted LR schedule: its time share is broadcast from rank 0 every step
+        "trainer.max_time=00:00:09:00", "+model.scheduler_interval=step",
+        "model.scheduler={_target_: hepexp.models.schedules.TimedOneCycleLR, _partial_: true, max_lr: 0.001}",
     ]  # fmt: skip
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-6000:]

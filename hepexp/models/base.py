@@ -84,7 +84,7 @@ class HEPModule(pl.LightningModule):
         timed = "time_fraction" in accepted and timer is not None
         kwargs: dict[str, Any] = {}
         if timed:
-            kwargs["time_fraction"] = partial(_time_fraction, timer)
+            kwargs["time_fraction"] = partial(_time_fraction, self.trainer, timer)
         if "total_steps" in accepted:
             steps = self.trainer.estimated_stepping_batches
             if math.isinf(steps) and not timed:
@@ -120,9 +120,11 @@ class HEPModule(pl.LightningModule):
         raise NotImplementedError(f"{type(self).__name__} has no conversion")
 
 
-def _time_fraction(timer: Timer) -> float:
-    """Share of the trainer's time budget (``max_time``) used so far, 0..1."""
+def _time_fraction(trainer: pl.Trainer, timer: Timer) -> float:
+    """Share of the trainer's time budget (``max_time``) used so far, 0..1; rank 0's value on
+    every rank, so that distributed ranks keep the same learning rate."""
     elapsed = timer.time_elapsed()
     remaining = timer.time_remaining() or 0.0
     total = elapsed + max(remaining, 0.0)
-    return min(elapsed / total, 1.0) if total > 0 else 1.0
+    fraction = min(elapsed / total, 1.0) if total > 0 else 1.0
+    return float(trainer.strategy.broadcast(fraction))
