@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import math
 from collections.abc import Callable
 from functools import partial
@@ -17,6 +18,8 @@ from hepexp.errors import ConfigError
 
 if TYPE_CHECKING:
     from hepexp.data.base import HEPDataModule
+
+log = logging.getLogger(__name__)
 
 
 class HEPModule(pl.LightningModule):
@@ -65,6 +68,7 @@ class HEPModule(pl.LightningModule):
             raise ConfigError(
                 f"model.init_from: {path} does not fit this model (other sizes or options?): {err}"
             ) from err
+        log.info("weights of %s loaded from %s", type(self).__name__, path)
 
     def setup(self, stage: str) -> None:
         # runs before Lightning restores a resumed checkpoint (ckpt_path), which then wins

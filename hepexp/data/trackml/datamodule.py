@@ -251,6 +251,7 @@ class TrackMLDataModule(HEPDataModule):
         )  # a clear error now rather than at preparation
         self.prepare_workers = prepare_workers
         self.source = source
+        self._source_path: Path | None = None
         self.data_dir = Path(data_dir)
         self.simulation = {"n_events": 40, "n_particles": 2000, "seed": 1, "options": {}}
         self.simulation.update(simulation or {})
@@ -287,7 +288,13 @@ class TrackMLDataModule(HEPDataModule):
         return ("hits", "particles", "truth") + (("cells",) if self.use_cells else ())
 
     def source_dir(self) -> Path:
-        """Directory of the source events; simulated events are generated here once."""
+        """Directory of the source events; simulated events are generated here once (and
+        checked once per data module: every later call returns the same directory)."""
+        if self._source_path is None:
+            self._source_path = self._resolve_source()
+        return self._source_path
+
+    def _resolve_source(self) -> Path:
         if self.source != "simulate":
             path = Path(self.source)
             if not path.is_dir():
@@ -408,7 +415,7 @@ class TrackMLDataModule(HEPDataModule):
         directory = self._cache_dir(split)
         if (directory / "done").exists():
             return directory
-        self.source_dir()  # simulate first (in parallel itself), not inside each worker
+        self.source_dir()  # simulate first (in parallel itself); workers get the path
         writers: dict[str, RecordStoreWriter] = {}
         event_ids = []
         sources = self.source_events(split)
