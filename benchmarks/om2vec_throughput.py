@@ -34,6 +34,7 @@ from hepexp.models.om2vec import (
     SoftmaxDecoder,
     SparseEncoder,
 )
+from hepexp.utils.io import write_json
 
 
 def build(kind: str, latent: int) -> Om2Vec:
@@ -73,6 +74,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=3, help="timed batches per measurement")
     parser.add_argument("--skip-reference", action="store_true")
+    parser.add_argument("--json", default=None, help="also write the figures to this file")
     args = parser.parse_args()
     device = torch.device(args.device)
     bf16 = (args.precision or ("bf16" if device.type == "cuda" else "fp32")) == "bf16"
@@ -165,6 +167,27 @@ def main() -> None:
         f"\nAGMM fit (K=16, CPU, {len(offsets) - 1} OMs): {fit_rate:,.0f} OMs/s; "
         f"sparse L64 encoding on {device} is {enc64 / fit_rate:,.0f}x faster"
     )
+    if args.json:
+        write_json(
+            args.json,
+            {
+                "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                "precision": "bf16" if bf16 else "fp32",
+                "batch_size": args.batch_size,
+                "rows": [
+                    {
+                        "variant": name,
+                        "parameters": n,
+                        "train_oms_per_s": tr,
+                        "encode_oms_per_s": en,
+                        "train_ratio": tr / base[2],
+                        "encode_ratio": en / base[3],
+                    }
+                    for name, n, tr, en in rows
+                ],  # fmt: skip
+                "fit_oms_per_s": fit_rate,
+            },
+        )
     if device.type == "cpu":
         b = sparse_batches[0]
         t = timed(lambda x: densify_batch(x, 6400), sparse_batches, device)

@@ -145,7 +145,9 @@ class JetAutoencoder(HEPModule):
         if mode == "encode":
             jets = datamodule.read(input_path, units=units)
             values = torch.tensor(jets[self.features].to_numpy(np.float32))
-            latents = torch.cat([self.encode(b) for b in values.split(batch_size)]).numpy()
+            latents = torch.cat(
+                [self.encode(b.to(self.device)).cpu() for b in values.split(batch_size)]
+            ).numpy()
             scale = UNIT_SCALE_TO_GEV[resolve_units(input_path, units or datamodule.units)]
             out = jets.copy()
             out["m"] /= scale
@@ -164,7 +166,10 @@ class JetAutoencoder(HEPModule):
             latents = torch.tensor(table[latent_cols].to_numpy(np.float32))
             if not torch.isfinite(latents).all():
                 raise DataError(input_path, "latent_*", "NaN or infinite latents")
-            jets = torch.cat([self.decode(b) for b in latents.split(batch_size)]).double().numpy()
+            jets = torch.cat(
+                [self.decode(b.to(self.device)).cpu() for b in latents.split(batch_size)]
+            )
+            jets = jets.double().numpy()
             scale = UNIT_SCALE_TO_GEV[units or datamodule.units or "MeV"]
             out = pd.DataFrame({f: jets[:, i] for i, f in enumerate(self.features)})
             out["m"] /= scale

@@ -26,6 +26,7 @@ import pandas as pd
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from hepexp.metrics.trackml import efficiencies, match_particles, score_event
 from hepexp.models.attention import SetTransformer
@@ -576,20 +577,29 @@ class TransformerRegressor(HEPModule):
             )
         ids = ids[: options.get("nevents")]
         self.eval()
+        seconds = dict.fromkeys(("read", "model", "clustering", "write"), 0.0)
         preds, hit_ids = [], []
-        for event_id in ids:
+        for event_id in tqdm(ids, desc="regressor_flash convert", unit="event", leave=False):
+            start = time.perf_counter()
             (hits,) = trackml_io.load_event(
                 trackml_io.event_prefix(input_path, event_id), ("hits",)
             )
             x = torch.tensor(
                 hits[["x", "y", "z"]].to_numpy(np.float32) / self.coord_scale, device=self.device
             )
-            preds.append(self(x[None])[0].float().cpu().numpy())
             hit_ids.append(hits["hit_id"].to_numpy(np.int64))
+            seconds["read"] += time.perf_counter() - start
+            start = time.perf_counter()
+            with torch.inference_mode():
+                preds.append(self(x[None])[0].float().cpu().numpy())
+            seconds["model"] += time.perf_counter() - start
         override = {
             k: options[k] for k in ("min_cluster_size", "min_samples", "q_scale") if k in options
         }
+        start = time.perf_counter()
         labels, _ = self.cluster(preds, **override)
+        seconds["clustering"] = time.perf_counter() - start
+        start = time.perf_counter()
         subs = [submission(h, lab, e) for h, lab, e in zip(hit_ids, labels, ids, strict=True)]
         pred_frame = pd.concat(
             [
@@ -608,10 +618,16 @@ class TransformerRegressor(HEPModule):
         for name, frame in (("predictions.csv", pred_frame), ("submission.csv", pd.concat(subs))):
             with atomic_path(output_path / name) as tmp:
                 frame.to_csv(tmp, index=False)
+        seconds["write"] = time.perf_counter() - start
+        total = sum(seconds.values())
         result: dict[str, Any] = {
             "n_events": len(ids),
             "n_hits": len(pred_frame),
             "output": str(output_path),
+            "device": str(self.device),
+            "seconds": seconds,
+            "events_per_s": len(ids) / total if total > 0 else None,
+            "slowest_stage": max(seconds, key=seconds.get),
             **self.cluster_settings(),
             **override,
         }
