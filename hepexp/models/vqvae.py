@@ -313,9 +313,9 @@ class VQVAE(HEPModule):
                 raise ValueError(
                     "vqvae predict(mode='encode') needs the event's particles and truth"
                 )
-            return self.encode_hits(
-                data, particles, truth, datamodule or self.data_source(), batch_size
-            )
+            if datamodule is None:
+                datamodule = self.data_source()
+            return self.encode_hits(data, particles, truth, datamodule, batch_size)
         if mode != "decode":
             raise ValueError(f"vqvae predict mode must be 'encode' or 'decode', got '{mode}'")
         table = data if "event_id" in data.columns else data.assign(event_id=0)
