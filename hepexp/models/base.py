@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
+from omegaconf import DictConfig
 from pytorch_lightning.callbacks import Timer
 
 from hepexp.errors import ConfigError
@@ -26,7 +27,8 @@ class HEPModule(pl.LightningModule):
     """A model of hepexp.
 
     Subclasses set ``view`` (what they consume; see the data sources' ``views``) and implement
-    the Lightning steps, ``evaluate`` (physics metrics + plots) and ``convert``.
+    the Lightning steps, ``evaluate`` (physics metrics + plots), ``convert`` (files in, files
+    out) and ``predict`` (the same in memory: plain data in, plain data out, no Trainer).
 
     ``optimizer`` and ``scheduler`` are partials from the config (``_partial_: true``): the
     optimizer is called with the parameters, the scheduler with the optimizer (and, for
@@ -37,6 +39,9 @@ class HEPModule(pl.LightningModule):
     """
 
     view: ClassVar[str] = ""
+    #: the resolved run config (model, data, trainer, ...) of a model loaded by
+    #: :func:`hepexp.load_model`; None for a model built directly
+    run_config: DictConfig | None = None
 
     def __init__(
         self,
@@ -107,6 +112,26 @@ class HEPModule(pl.LightningModule):
                 "monitor": self.scheduler_monitor,
             },
         }
+
+    def data_source(self) -> HEPDataModule:
+        """The data module this model was trained with, for its settings (selection, units,
+        ...; nothing is read): the trainer's when attached, else one built from
+        ``run_config.data``."""
+        if self._trainer is not None and self._trainer.datamodule is not None:
+            return self._trainer.datamodule
+        if self.run_config is None:
+            raise ConfigError(
+                f"{type(self).__name__} needs the settings of its training data: load it with "
+                "hepexp.load_model(ckpt_path), or pass datamodule="
+            )
+        from hepexp.run.common import build_datamodule
+
+        return build_datamodule(self.run_config.data, self.view)
+
+    def predict(self, *data: Any, **options: Any) -> Any:
+        """This model applied to plain data (DataFrames, arrays) without a Trainer: what
+        ``convert`` does to files, with the transforms of training (see each model)."""
+        raise NotImplementedError(f"{type(self).__name__} has no predict")
 
     def evaluate(self, trainer: pl.Trainer, datamodule: HEPDataModule, out_dir: Path) -> dict:
         """Physics metrics of this model on ``datamodule``'s evaluation split; writes plots."""

@@ -686,6 +686,48 @@ class InteractionGNNTracker(HEPModule):
         )
         return out
 
+    def event_inputs(
+        self, hits: pd.DataFrame, cells: pd.DataFrame | None = None
+    ) -> dict[str, torch.Tensor]:
+        """The input of :meth:`find_tracks` for one event's hits (and cells, for a model
+        trained with ``data.use_cells``): the graph view's nodes (:func:`views.graph_nodes`)."""
+        if (cells is not None) != (self.node_features == 5):
+            raise ValueError(
+                f"this model takes {self.node_features} node features: "
+                + ("pass the event's cells" if cells is None else "it was trained without cells")
+            )
+        nodes = views.graph_nodes(hits, cells)
+        return {k: torch.as_tensor(nodes[k]) for k in ("features", "x", "volume_id", "layer_id")}
+
+    def predict(
+        self, hits: pd.DataFrame, cells: pd.DataFrame | None = None, method: str | None = None
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The tracks of one event's hits, in memory (what ``convert`` writes, for one event).
+
+        ``hits``: a DataFrame with hit_id, x, y, z (mm), volume_id, layer_id, module_id (as
+        :func:`~hepexp.data.trackml.load_event` reads it), every row used; ``cells``: the
+        event's cells (hit_id, value), needed by a model trained with ``data.use_cells``.
+        ``method``: track builder (``walkthrough`` or ``components``) instead of the model's.
+
+        Returns ``(tracks, edges)``: ``tracks`` has one row per hit, in the order of ``hits``:
+        hit_id, track_id (>= 1: a reconstructed track, 0: in no track, as in convert.py's
+        submission; score it with ``score_event(truth, tracks, unassigned=0)``); ``edges``
+        has one row per edge the GNN scored (after the filter): hit_id_a, hit_id_b, score
+        (the GNN's probability that both hits belong to one particle, 0..1).
+        """
+        result = self.find_tracks(self.event_inputs(hits, cells), method=method)
+        hit_id = hits["hit_id"].to_numpy(np.int64)
+        edges = result["edges"].cpu().numpy()
+        tracks = pd.DataFrame({"hit_id": hit_id, "track_id": result["labels"] + 1})
+        scored = pd.DataFrame(
+            {
+                "hit_id_a": hit_id[edges[0]],
+                "hit_id_b": hit_id[edges[1]],
+                "score": result["scores"].float().cpu().numpy(),
+            }
+        )
+        return tracks, scored
+
     # -- evaluation ------------------------------------------------------------------------------
     def evaluate(
         self,
@@ -828,24 +870,10 @@ class InteractionGNNTracker(HEPModule):
         n_tracks = 0
         for event_id, prefix in tqdm(prefixes, desc="finding tracks", unit="event"):
             loaded = dict(zip(parts, load_event(prefix, parts), strict=True))
-            hits = loaded["hits"]
-            event = {
-                "features": torch.as_tensor(views.node_features(hits, loaded.get("cells"))),
-                "x": torch.as_tensor(hits[["x", "y", "z"]].to_numpy(np.float32)),
-                "volume_id": torch.as_tensor(hits["volume_id"].to_numpy(np.int64)),
-                "layer_id": torch.as_tensor(hits["layer_id"].to_numpy(np.int64)),
-            }
-            labels = self.find_tracks(event)["labels"]
-            n_tracks += int(labels.max()) + 1 if len(labels) else 0
-            frames.append(
-                pd.DataFrame(
-                    {
-                        "event_id": np.full(len(hits), event_id, dtype=np.int64),
-                        "hit_id": hits["hit_id"].to_numpy(np.int64),
-                        "track_id": labels + 1,
-                    }
-                )
-            )
+            tracks, _ = self.predict(loaded["hits"], loaded.get("cells"))
+            n_tracks += int(tracks["track_id"].max()) if len(tracks) else 0
+            tracks.insert(0, "event_id", np.full(len(tracks), event_id, dtype=np.int64))
+            frames.append(tracks)
         output_path = Path(output_path)
         if output_path.suffix not in (".csv", ".gz"):
             output_path = output_path / "submission.csv"

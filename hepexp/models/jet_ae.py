@@ -11,7 +11,13 @@ import pandas as pd
 import pytorch_lightning as pl
 import torch
 
-from hepexp.data.jets.io import JET_COLUMNS, UNIT_SCALE_TO_GEV, resolve_units, write_jets
+from hepexp.data.jets.io import (
+    JET_COLUMNS,
+    UNIT_SCALE_TO_GEV,
+    resolve_units,
+    validate_jets,
+    write_jets,
+)
 from hepexp.data.transforms import FeatureTransform
 from hepexp.errors import DataError
 from hepexp.metrics.jets import residual_metrics
@@ -120,6 +126,58 @@ class JetAutoencoder(HEPModule):
         plot_jet_reconstruction(as_dict(true), as_dict(pred), out_dir)
         return metrics
 
+    # -- inference -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(
+        self,
+        data: pd.DataFrame | np.ndarray,
+        mode: str = "reconstruct",
+        units: str | None = None,
+        batch_size: int = 65536,
+    ) -> pd.DataFrame:
+        """Jets through the autoencoder, in memory (the normalisation of training applies).
+
+        ``mode="reconstruct"``: ``data`` are jets (a DataFrame with columns m, pt, phi, eta, or
+        an (N, 4) array in that order) -> DataFrame m, pt, phi, eta of the decoded jets.
+        ``mode="encode"``: jets -> DataFrame ``latent_0 .. latent_{k-1}``.
+        ``mode="decode"``: latents (such a DataFrame, or an (N, k) array) -> jets.
+
+        m and pt are in ``units`` (MeV, GeV or TeV) in and out, phi and eta in rad and as
+        is; default: the training data's ``data.units`` when the model has its run config
+        (:func:`hepexp.load_model`), else MeV (the ATLAS tables and
+        :func:`~hepexp.data.jets.simulate_jets`). Rows keep the index of a DataFrame input.
+        """
+        if units is None:
+            stored = self.run_config.data.get("units") if self.run_config is not None else None
+            units = stored or "MeV"
+        self.eval()
+        latent_cols = [f"latent_{i}" for i in range(self.latent_dim)]
+        if mode in ("reconstruct", "encode"):
+            table = data if isinstance(data, pd.DataFrame) else _frame(data, self.features)
+            jets = validate_jets(table, units, source="jets")  # m, pt in GeV
+            values = torch.tensor(jets[self.features].to_numpy(np.float32), device=self.device)
+            latents = torch.cat([self.encode(b) for b in values.split(batch_size)])
+            if mode == "encode":
+                return _frame(latents.cpu().numpy(), latent_cols, table.index)
+        elif mode == "decode":
+            table = data if isinstance(data, pd.DataFrame) else _frame(data, latent_cols)
+            missing = [c for c in latent_cols if c not in table.columns]
+            if missing:
+                raise DataError("latents", missing[0], f"decode needs columns {latent_cols}")
+            latents = torch.tensor(table[latent_cols].to_numpy(np.float32), device=self.device)
+            if not torch.isfinite(latents).all():
+                raise DataError("latents", "latent_*", "NaN or infinite latents")
+        else:
+            raise ValueError(
+                f"jet_ae predict mode must be 'reconstruct', 'encode' or 'decode', got '{mode}'"
+            )
+        decoded = torch.cat([self.decode(b) for b in latents.split(batch_size)])
+        jets = _frame(decoded.double().cpu().numpy(), self.features, table.index)
+        scale = UNIT_SCALE_TO_GEV[units]
+        jets["m"] /= scale
+        jets["pt"] /= scale
+        return jets
+
     # -- conversion ----------------------------------------------------------------------------
     @torch.no_grad()
     def convert(
@@ -140,43 +198,38 @@ class JetAutoencoder(HEPModule):
         if options:
             raise TypeError(f"jet_ae convert takes no options {sorted(options)}")
         mode = mode or "encode"
-        self.eval()
-        latent_cols = [f"latent_{i}" for i in range(self.latent_dim)]
         if mode == "encode":
-            jets = datamodule.read(input_path, units=units)
-            values = torch.tensor(jets[self.features].to_numpy(np.float32))
-            latents = torch.cat(
-                [self.encode(b.to(self.device)).cpu() for b in values.split(batch_size)]
-            ).numpy()
+            jets = datamodule.read(input_path, units=units)  # m, pt in GeV
+            latents = self.predict(jets, "encode", units="GeV", batch_size=batch_size)
             scale = UNIT_SCALE_TO_GEV[resolve_units(input_path, units or datamodule.units)]
             out = jets.copy()
             out["m"] /= scale
             out["pt"] /= scale
-            for i, col in enumerate(latent_cols):
-                out[col] = latents[:, i]
+            out = pd.concat([out, latents], axis=1)
         elif mode == "decode":
             table = (
                 pd.read_parquet(input_path)
                 if str(input_path).endswith(".parquet")
                 else pd.read_csv(input_path)
             )
-            missing = [c for c in latent_cols if c not in table.columns]
-            if missing:
-                raise DataError(input_path, missing[0], f"decode needs columns {latent_cols}")
-            latents = torch.tensor(table[latent_cols].to_numpy(np.float32))
-            if not torch.isfinite(latents).all():
-                raise DataError(input_path, "latent_*", "NaN or infinite latents")
-            jets = torch.cat(
-                [self.decode(b.to(self.device)).cpu() for b in latents.split(batch_size)]
-            )
-            jets = jets.double().numpy()
-            scale = UNIT_SCALE_TO_GEV[units or datamodule.units or "MeV"]
-            out = pd.DataFrame({f: jets[:, i] for i, f in enumerate(self.features)})
-            out["m"] /= scale
-            out["pt"] /= scale
-            for col in latent_cols:
-                out[col] = table[col].to_numpy()
+            units = units or datamodule.units or "MeV"
+            try:
+                jets = self.predict(table, "decode", units=units, batch_size=batch_size)
+            except DataError as err:  # name the file
+                raise DataError(input_path, err.field, err.problem) from None
+            latent_cols = [f"latent_{i}" for i in range(self.latent_dim)]
+            out = pd.concat([jets, table[latent_cols]], axis=1)
         else:
             raise ValueError(f"jet_ae convert mode must be 'encode' or 'decode', got '{mode}'")
         write_jets(output_path, out)
         return {"mode": mode, "n_jets": len(out), "output": str(output_path)}
+
+
+def _frame(
+    values: np.ndarray, columns: Sequence[str], index: pd.Index | None = None
+) -> pd.DataFrame:
+    """An (N, len(columns)) array as a DataFrame with these columns."""
+    values = np.asarray(values)
+    if values.ndim != 2 or values.shape[1] != len(columns):
+        raise ValueError(f"expected an array of shape (N, {len(columns)}), got {values.shape}")
+    return pd.DataFrame(values, columns=list(columns), index=index)

@@ -33,15 +33,19 @@ Latents handed out by :meth:`Om2Vec.encode` / ``convert`` are the posterior mean
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import awkward as ak
+import numpy as np
+import pandas as pd
 import pytorch_lightning as pl
 import torch
 from torch import nn
 
 from hepexp.data.prometheus.datamodule import densify_batch
+from hepexp.data.prometheus.preprocess import om_histograms
 from hepexp.models.base import HEPModule
 
 if TYPE_CHECKING:
@@ -56,6 +60,23 @@ def _om_rows(batch: Batch) -> torch.Tensor:
     return torch.repeat_interleave(
         torch.arange(len(offsets) - 1, device=offsets.device), offsets.diff()
     )
+
+
+def histogram_batches(
+    h: Mapping[str, np.ndarray], batch_size: int, device: torch.device | str
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Model batches of ``batch_size`` OMs (the data module's CSR layout) from sparse
+    histograms (:func:`~hepexp.data.prometheus.om_histograms` output)."""
+    offsets = h["offsets"]
+    for s in range(0, len(h["n_photons"]), batch_size):
+        e = min(s + batch_size, len(h["n_photons"]))
+        lo, hi = offsets[s], offsets[e]
+        yield {
+            "offsets": torch.from_numpy(offsets[s : e + 1] - lo).to(device),
+            "bin_index": torch.from_numpy(h["bin_index"][lo:hi].astype(np.int64)).to(device),
+            "bin_count": torch.from_numpy(h["bin_count"][lo:hi].astype(np.float32)).to(device),
+            "n_photons": torch.from_numpy(h["n_photons"][s:e].astype(np.int64)).to(device),
+        }
 
 
 def _log_input(batch: Batch, num_bins: int) -> torch.Tensor:
@@ -545,6 +566,89 @@ class Om2Vec(HEPModule):
         from hepexp.models.om2vec_eval import evaluate_om2vec
 
         return evaluate_om2vec(self, trainer, datamodule, Path(out_dir), split)
+
+    # -- inference -------------------------------------------------------------------------------
+    def histograms(
+        self, data: ak.Array | Mapping[str, np.ndarray] | np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """Sparse per-OM timing histograms (the layout of
+        :func:`~hepexp.data.prometheus.om_histograms`) binned as in training, from Prometheus
+        events (:func:`~hepexp.data.prometheus.read_events`), their ``photons``, histograms in
+        that layout already, or dense (n_om, num_bins) photon counts."""
+        if isinstance(data, ak.Array):
+            photons = data.photons if "photons" in data.fields else data
+            return om_histograms(photons, self.num_bins, self.max_time)
+        if isinstance(data, Mapping):
+            missing = {"offsets", "bin_index", "bin_count", "n_photons"} - set(data)
+            if missing:
+                raise ValueError(f"om2vec histograms: missing {sorted(missing)}")
+            return dict(data)
+        counts = np.asarray(data)
+        if counts.ndim != 2 or counts.shape[1] != self.num_bins:
+            raise ValueError(
+                f"dense histograms must have shape (n_om, {self.num_bins}), got {counts.shape}"
+            )
+        rows, bins = np.nonzero(counts)
+        offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows, minlength=len(counts)), out=offsets[1:])
+        return {
+            "offsets": offsets,
+            "bin_index": bins,
+            "bin_count": counts[rows, bins],
+            "n_photons": counts.sum(axis=1).astype(np.int64),
+        }
+
+    @torch.no_grad()
+    def encode_histograms(self, h: Mapping[str, np.ndarray], batch_size: int = 4096) -> np.ndarray:
+        """Posterior means (n_om, latent_dim) float32 of sparse histograms (see
+        :meth:`histograms`), ``batch_size`` OMs per forward pass, on this model's device."""
+        self.eval()
+        mus = [
+            self.encode(b)[0].float().cpu().numpy()
+            for b in histogram_batches(h, batch_size, self.device)
+        ]
+        return np.concatenate(mus) if mus else np.zeros((0, self.latent_dim), np.float32)
+
+    @torch.no_grad()
+    def predict(
+        self,
+        data: ak.Array | Mapping[str, np.ndarray] | np.ndarray | pd.DataFrame,
+        mode: str = "latents",
+        batch_size: int = 4096,
+    ) -> pd.DataFrame | np.ndarray:
+        """OM timing histograms to latents, or latents to timing distributions, in memory.
+
+        ``mode="latents"``: ``data`` are Prometheus events, their photons, sparse histograms
+        or dense (n_om, num_bins) counts (see :meth:`histograms`; photon times are binned
+        exactly as in training: ``num_bins`` bins up to ``max_time`` ns after the event's
+        first photon) -> a DataFrame with one row per hit OM (ordered by event, string,
+        sensor): the OM's ids and position (event_index, string_id, sensor_id, x, y, z in m,
+        where the input has them), n_photons, and ``latent_0 ..``: the posterior means (what
+        ``convert`` writes).
+
+        ``mode="decode"``: ``data`` are latents (such a DataFrame, or an (n, latent_dim)
+        array) -> (n, num_bins) float32 probabilities of the time bins; bin i covers
+        [i w, (i + 1) w) ns after the OM's event's first photon, w = max_time / num_bins, the
+        last bin also every later photon.
+        """
+        latent_cols = [f"latent_{i}" for i in range(self.latent_dim)]
+        if mode == "latents":
+            h = self.histograms(data)
+            mu = self.encode_histograms(h, batch_size)
+            ids = ("event_index", "string_id", "sensor_id", "x", "y", "z", "n_photons")
+            table = pd.DataFrame({k: h[k] for k in ids if k in h})
+            return pd.concat([table, pd.DataFrame(mu, columns=latent_cols)], axis=1)
+        if mode != "decode":
+            raise ValueError(f"om2vec predict mode must be 'latents' or 'decode', got '{mode}'")
+        latents = data[latent_cols].to_numpy() if isinstance(data, pd.DataFrame) else data
+        z = torch.tensor(np.asarray(latents, np.float32), device=self.device)
+        if z.ndim != 2 or z.shape[1] != self.latent_dim:
+            raise ValueError(
+                f"latents must have shape (n, {self.latent_dim}), got {tuple(z.shape)}"
+            )
+        self.eval()
+        probs = [self.decoder.probs(b).float().cpu().numpy() for b in z.split(batch_size)]
+        return np.concatenate(probs) if probs else np.zeros((0, self.num_bins), np.float32)
 
     # -- conversion ------------------------------------------------------------------------------
     def convert(

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -119,22 +118,6 @@ class _ChunkWriter:
             self._writer = None
 
 
-def _batches(
-    h: dict[str, np.ndarray], batch_size: int, device
-) -> Iterator[dict[str, torch.Tensor]]:
-    """CSR model batches of ``batch_size`` OMs from :func:`om_histograms` output."""
-    offsets = h["offsets"]
-    for s in range(0, len(h["n_photons"]), batch_size):
-        e = min(s + batch_size, len(h["n_photons"]))
-        lo, hi = offsets[s], offsets[e]
-        yield {
-            "offsets": torch.from_numpy(offsets[s : e + 1] - lo).to(device),
-            "bin_index": torch.from_numpy(h["bin_index"][lo:hi].astype(np.int64)).to(device),
-            "bin_count": torch.from_numpy(h["bin_count"][lo:hi].astype(np.float32)).to(device),
-            "n_photons": torch.from_numpy(h["n_photons"][s:e].astype(np.int64)).to(device),
-        }
-
-
 def _latents_column(rows: np.ndarray, oms_per_event: np.ndarray) -> pa.Array:
     """list<list<float64>>: per event, per OM, ``rows`` values (OMs in event order)."""
     n_om, width = rows.shape
@@ -209,11 +192,7 @@ def convert_latents(
             bar = tqdm(total=pf.metadata.num_rows, desc=f"latents {path.name}", unit="ev")
             for raw, ev in zip(raws, events, strict=True):
                 h = om_histograms(ev.photons, model.num_bins, model.max_time)
-                mus = [
-                    model.encode(b)[0].float().cpu().numpy()
-                    for b in _batches(h, int(batch_size), dev)
-                ]
-                mu = np.concatenate(mus) if mus else np.zeros((0, model.latent_dim), np.float32)
+                mu = model.encode_histograms(h, int(batch_size))
                 rows = np.concatenate(
                     [h["string_id"][:, None], h["sensor_id"][:, None], mu], axis=1
                 ).astype(np.float64)

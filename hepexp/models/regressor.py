@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from hepexp.data.trackml import views
+from hepexp.data.trackml.datamodule import EventHitsCollate
 from hepexp.metrics.trackml import efficiencies, match_particles, score_event
 from hepexp.models.attention import SetTransformer
 from hepexp.models.base import HEPModule
@@ -359,6 +361,43 @@ class TransformerRegressor(HEPModule):
             self.train(was_training)
         return events[:max_events] if max_events is not None else events
 
+    @torch.no_grad()
+    def hit_parameters(self, hits: pd.DataFrame) -> np.ndarray:
+        """(n, 4) float32 predicted theta, sin phi, cos phi, q for the rows of one event's
+        ``hits`` (hit_id, x, y, z in mm, volume_id, layer_id), batched by the data module's
+        collation (coordinates / ``coord_scale``) as in training."""
+        record = {"hits": views.single_hits(hits, scale=1.0), "event_id": 0}
+        batch = EventHitsCollate(self.coord_scale)([record])
+        was_training = self.training
+        self.eval()
+        try:
+            return self._predict_batch(batch, timed=False)[0]["pred"]
+        finally:
+            self.train(was_training)
+
+    def predict(self, hits: pd.DataFrame, **clustering: Any) -> pd.DataFrame:
+        """The tracks of one event's hits, in memory (what ``convert`` writes, for one event).
+
+        ``hits``: a DataFrame with hit_id, x, y, z (mm), volume_id, layer_id (as
+        :func:`~hepexp.data.trackml.load_event` reads it); every row is used, noise included.
+        ``clustering``: ``min_cluster_size``, ``min_samples``, ``q_scale`` instead of the
+        stored HDBSCAN parameters (:meth:`cluster_settings`).
+
+        Returns one row per hit, in the order of ``hits``: hit_id; theta (rad), sin_phi,
+        cos_phi, q: the predicted momentum direction and charge of the hit's particle;
+        track_id >= 0: the HDBSCAN cluster, a hit in no cluster being a track of its own
+        (ready for :func:`~hepexp.metrics.score_event`).
+        """
+        unknown = set(clustering) - {"min_cluster_size", "min_samples", "q_scale"}
+        if unknown:
+            raise TypeError(f"regressor_flash predict: unknown options {sorted(unknown)}")
+        pred = self.hit_parameters(hits)
+        labels, _ = self.cluster([pred], **clustering)
+        table = submission(hits["hit_id"].to_numpy(np.int64), labels[0])
+        for i, name in enumerate(TARGETS):
+            table.insert(1 + i, name, pred[:, i])
+        return table
+
     # -- clustering scan -------------------------------------------------------------------------
     def on_fit_end(self) -> None:
         trainer = self.trainer
@@ -584,14 +623,10 @@ class TransformerRegressor(HEPModule):
             (hits,) = trackml_io.load_event(
                 trackml_io.event_prefix(input_path, event_id), ("hits",)
             )
-            x = torch.tensor(
-                hits[["x", "y", "z"]].to_numpy(np.float32) / self.coord_scale, device=self.device
-            )
             hit_ids.append(hits["hit_id"].to_numpy(np.int64))
             seconds["read"] += time.perf_counter() - start
             start = time.perf_counter()
-            with torch.inference_mode():
-                preds.append(self(x[None])[0].float().cpu().numpy())
+            preds.append(self.hit_parameters(hits))
             seconds["model"] += time.perf_counter() - start
         override = {
             k: options[k] for k in ("min_cluster_size", "min_samples", "q_scale") if k in options

@@ -280,6 +280,63 @@ class VQVAE(HEPModule):
         write_json(out_dir / "per_volume.json", volumes)
         return metrics
 
+    @torch.no_grad()
+    def predict(
+        self,
+        data: pd.DataFrame,
+        particles: pd.DataFrame | None = None,
+        truth: pd.DataFrame | None = None,
+        mode: str = "encode",
+        datamodule: TrackMLDataModule | None = None,
+        batch_size: int = 4096,
+    ) -> pd.DataFrame:
+        """Tokens of one event's hits, or positions of tokens, in memory (what ``convert``
+        writes, for one event).
+
+        ``mode="encode"``: ``data`` are the event's hits (hit_id, x, y, z in mm, volume_id,
+        layer_id) with its ``particles`` and ``truth``, as
+        :func:`~hepexp.data.trackml.load_event` reads them. The hits that pass the training
+        data's selection (``data.selection``, noise, and for vqvae_cond tracks of at least
+        ``data.min_track_hits`` hits, their first ``data.max_track_length``) get a token;
+        returns hit_id, particle_id, token (int32, 0 .. codebook size - 1).
+
+        ``mode="decode"``: ``data`` is such a token table (``token``; vqvae_cond also needs
+        ``particle_id``: each particle's tokens, in row order, are one track, per
+        ``event_id`` when that column exists) -> the same table plus x, y, z (mm).
+
+        ``datamodule``: where the selection comes from; default: the training data
+        (:meth:`data_source`).
+        """
+        self.eval()
+        if mode == "encode":
+            if particles is None or truth is None:
+                raise ValueError(
+                    "vqvae predict(mode='encode') needs the event's particles and truth"
+                )
+            if datamodule is None:
+                datamodule = self.data_source()
+            return self.encode_hits(data, particles, truth, datamodule, batch_size)
+        if mode != "decode":
+            raise ValueError(f"vqvae predict mode must be 'encode' or 'decode', got '{mode}'")
+        table = data if "event_id" in data.columns else data.assign(event_id=0)
+        xyz = self.decode_table(table, Path("tokens"), batch_size)
+        return data.assign(x=xyz[:, 0], y=xyz[:, 1], z=xyz[:, 2])
+
+    def encode_hits(
+        self,
+        hits: pd.DataFrame,
+        particles: pd.DataFrame,
+        truth: pd.DataFrame,
+        datamodule: TrackMLDataModule,
+        batch_size: int,
+    ) -> pd.DataFrame:
+        """hit_id, particle_id, token of the hits of one event that pass ``datamodule``'s
+        selection (see :meth:`predict`)."""
+        event = select(
+            hits, particles, truth, remove_noise=not datamodule.noise, **datamodule.selection
+        )
+        return self.encode_event(event, datamodule, batch_size)
+
     # -- conversion -------------------------------------------------------------------------------
     @torch.no_grad()
     def convert(
@@ -329,14 +386,7 @@ class VQVAE(HEPModule):
         for event_id in tqdm(ids, desc="tokenizing events", unit="event"):
             hits, particles, truth = load_event(event_prefix(directory, event_id), parts)
             n_total += len(hits)
-            event = select(
-                hits,
-                particles,
-                truth,
-                remove_noise=not datamodule.noise,
-                **datamodule.selection,
-            )
-            table = self.encode_event(event, datamodule, batch_size)
+            table = self.encode_hits(hits, particles, truth, datamodule, batch_size)
             table.insert(0, "event_id", np.full(len(table), event_id, np.int64))
             frames.append(table)
         table = pd.concat(frames, ignore_index=True)

@@ -67,7 +67,7 @@ def read_jets(
                 f"python -c \"import pandas as pd; pd.read_pickle('{path}').to_parquet('{path.with_suffix('.parquet')}')\"",
             )
         frame = pd.read_pickle(path)
-    return _validated(frame, path, resolve_units(path, units))
+    return validate_jets(frame, resolve_units(path, units), source=path)
 
 
 def resolve_units(path: str | os.PathLike, units: str | None) -> str:
@@ -132,15 +132,20 @@ def _from_cartesian(px: np.ndarray, py: np.ndarray, pz: np.ndarray, e: np.ndarra
     )
 
 
-def _validated(frame: pd.DataFrame, path: Path, units: str) -> pd.DataFrame:
+def validate_jets(
+    frame: pd.DataFrame, units: str, source: str | os.PathLike = "jets"
+) -> pd.DataFrame:
+    """Checked float64 columns m, pt, phi, eta of ``frame`` with m and pt converted from
+    ``units`` (MeV, GeV, TeV) to GeV, as :func:`read_jets` returns them; errors name
+    ``source``."""
     if units not in UNIT_SCALE_TO_GEV:
         raise DataError(
-            path, None, f"unknown units '{units}'; use one of {list(UNIT_SCALE_TO_GEV)}"
+            source, None, f"unknown units '{units}'; use one of {list(UNIT_SCALE_TO_GEV)}"
         )
     missing = [c for c in JET_COLUMNS if c not in frame.columns]
     if missing:
         raise DataError(
-            path,
+            source,
             missing[0],
             f"missing column(s) {missing}; a jet table needs {list(JET_COLUMNS)} "
             f"(found {list(frame.columns)[:12]})",
@@ -150,29 +155,29 @@ def _validated(frame: pd.DataFrame, path: Path, units: str) -> pd.DataFrame:
         try:
             values = pd.to_numeric(frame[col], errors="raise").to_numpy(dtype=np.float64)
         except (ValueError, TypeError) as err:
-            raise DataError(path, col, f"expected numbers ({err})") from None
+            raise DataError(source, col, f"expected numbers ({err})") from None
         bad = ~np.isfinite(values)
         if bad.any():
             raise DataError(
-                path,
+                source,
                 col,
                 f"{bad.sum()} of {len(values)} values are NaN or infinite "
                 f"(first at row {np.flatnonzero(bad)[0]})",
             )
         out[col] = values
     if len(frame) == 0:
-        raise DataError(path, None, "the table has no jets")
+        raise DataError(source, None, "the table has no jets")
     scale = UNIT_SCALE_TO_GEV[units]
     out["m"] = out["m"] * scale
     out["pt"] = out["pt"] * scale
     if (out["pt"] < 0).any():
-        raise DataError(path, "pt", "negative transverse momenta")
+        raise DataError(source, "pt", "negative transverse momenta")
     median_pt = float(np.median(out["pt"]))
     low, high = _PLAUSIBLE_MEDIAN_PT_GEV
     if not low <= median_pt <= high:
         guess = "GeV" if median_pt < low else "MeV"
         raise DataError(
-            path,
+            source,
             "pt",
             f"median pt is {median_pt:.4g} GeV when read as {units}: wrong units? "
             f"The file looks like it is in {guess}; set data.units={guess}",

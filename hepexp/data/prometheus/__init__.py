@@ -1,6 +1,8 @@
 """Prometheus neutrino-telescope events (IceCube): Parquet I/O, a built-in simulator writing the
 same format, and the per-OM timing-histogram pre-processing used by om2vec."""
 
+from typing import Any
+
 from hepexp.data.prometheus.io import (
     EventWriter,
     PrometheusFormatError,
@@ -29,6 +31,7 @@ from hepexp.data.prometheus.simulate import (
 
 __all__ = [
     "EventWriter",
+    "PrometheusDataModule",
     "PrometheusFormatError",
     "SimulationOptions",
     "densify",
@@ -48,3 +51,12 @@ __all__ = [
     "write_events",
     "write_geometry",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # the data module needs torch and Lightning: imported on first use only
+    if name == "PrometheusDataModule":
+        from hepexp.data.prometheus.datamodule import PrometheusDataModule
+
+        return PrometheusDataModule
+    raise AttributeError(f"module 'hepexp.data.prometheus' has no attribute '{name}'")

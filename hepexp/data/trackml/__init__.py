@@ -1,1 +1,58 @@
-"""TrackML: reader/writer of the official CSV format, simulator, sub-events, views."""
+"""TrackML: reader/writer of the official CSV format, simulator, detector geometry, sub-events
+and the model views (:mod:`hepexp.data.trackml.views`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hepexp.data.trackml import views
+from hepexp.data.trackml.geometry import Geometry, load_detectors, trackml_geometry
+from hepexp.data.trackml.io import (
+    PARTS,
+    TrackMLFormatError,
+    event_prefix,
+    list_events,
+    load_dataset,
+    load_event,
+    read_part,
+    write_event,
+)
+from hepexp.data.trackml.simulate import (
+    SimulationConfig,
+    ensure_simulated,
+    simulate_dataset,
+    simulate_event,
+)
+from hepexp.data.trackml.subevents import SubEvent, sample_subevent, select
+
+__all__ = [
+    "PARTS",
+    "Geometry",
+    "SimulationConfig",
+    "SubEvent",
+    "TrackMLDataModule",
+    "TrackMLFormatError",
+    "ensure_simulated",
+    "event_prefix",
+    "list_events",
+    "load_dataset",
+    "load_detectors",
+    "load_event",
+    "read_part",
+    "sample_subevent",
+    "select",
+    "simulate_dataset",
+    "simulate_event",
+    "trackml_geometry",
+    "views",
+    "write_event",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # the data module needs torch and Lightning: imported on first use only
+    if name == "TrackMLDataModule":
+        from hepexp.data.trackml.datamodule import TrackMLDataModule
+
+        return TrackMLDataModule
+    raise AttributeError(f"module 'hepexp.data.trackml' has no attribute '{name}'")

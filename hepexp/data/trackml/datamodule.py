@@ -67,17 +67,9 @@ def _hits_record(ev: SubEvent, options: Mapping) -> dict[str, dict]:
 
 
 def _graph_record(ev: SubEvent, options: Mapping) -> dict[str, dict]:
-    hits = views.event_hits(ev.hits, ev.particles, ev.truth)
-    nodes = {
-        "features": views.node_features(ev.hits, ev.cells),
-        "x": hits["x"],
-        "hit_id": hits["hit_id"],
-        "particle_id": hits["particle_id"],
-        "volume_id": hits["volume_id"],
-        "layer_id": hits["layer_id"],
-        "module_id": ev.hits["module_id"].to_numpy().astype(np.int64),
-        "pt": views.particle_pt(ev.hits, ev.particles, ev.truth),
-    }
+    nodes = views.graph_nodes(ev.hits, ev.cells)
+    nodes["particle_id"] = views.event_hits(ev.hits, ev.particles, ev.truth)["particle_id"]
+    nodes["pt"] = views.particle_pt(ev.hits, ev.particles, ev.truth)
     edges = views.truth_graph(ev.hits, ev.truth, ev.particles).T.copy()
     return {"nodes": nodes, "truth_edges": {"edge": edges}}
 
@@ -126,7 +118,8 @@ class RowDataset(Dataset):
 
 
 class EventHitsCollate:
-    """Pad events to the longest in the batch: x/coord_scale, y, mask, ids."""
+    """Pad events to the longest in the batch: x/coord_scale, mask, ids, and the targets y
+    when the records have them (records of hits alone, for inference, have not)."""
 
     def __init__(self, coord_scale: float) -> None:
         self.coord_scale = coord_scale
@@ -134,6 +127,7 @@ class EventHitsCollate:
     def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
         n = max(len(it["hits"]["x"]) for it in items)
         b = len(items)
+        with_truth = all("targets" in it["hits"] for it in items)
         x = np.zeros((b, n, 3), np.float32)
         y = np.zeros((b, n, 4), np.float32)
         mask = np.zeros((b, n), bool)
@@ -143,18 +137,21 @@ class EventHitsCollate:
             h = it["hits"]
             k = len(h["x"])
             x[i, :k] = h["x"] / self.coord_scale
-            y[i, :k] = h["targets"]
             mask[i, :k] = True
-            pid[i, :k] = h["particle_id"]
             hid[i, :k] = h["hit_id"]
-        return {
+            if with_truth:
+                y[i, :k] = h["targets"]
+                pid[i, :k] = h["particle_id"]
+        batch = {
             "x": torch.from_numpy(x),
-            "y": torch.from_numpy(y),
             "mask": torch.from_numpy(mask),
-            "particle_id": torch.from_numpy(pid),
             "hit_id": torch.from_numpy(hid),
             "event_id": torch.tensor([it["event_id"] for it in items], dtype=torch.int64),
         }
+        if with_truth:
+            batch["y"] = torch.from_numpy(y)
+            batch["particle_id"] = torch.from_numpy(pid)
+        return batch
 
 
 class RowCollate:

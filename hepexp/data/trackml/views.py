@@ -7,7 +7,7 @@ unless stated otherwise. Coordinates are in mm (before scaling), momenta in GeV,
   (regressor_flash).
 - :func:`track_hits` - per-particle padded hit sequences (vqvae_cond / vqvae_uncond).
 - :func:`single_hits` - all hits as independent points (vqvae_uncond, tokenisation).
-- :func:`truth_graph`, :func:`node_features`, :func:`edge_truth`,
+- :func:`graph_nodes`, :func:`truth_graph`, :func:`node_features`, :func:`edge_truth`,
   :func:`same_particle_edges`, :func:`particle_pt` - hit graphs (interaction_gnn).
 """
 
@@ -258,6 +258,24 @@ def node_features(hits: pd.DataFrame, cells: pd.DataFrame | None = None) -> np.n
             np.bincount(rows, weights=cells["value"].to_numpy(np.float64), minlength=len(hits))
         )
     return np.stack(columns, axis=1).astype(np.float32)
+
+
+def graph_nodes(hits: pd.DataFrame, cells: pd.DataFrame | None = None) -> dict:
+    """The nodes of the hit graph, from the hits (and cells) alone: what the interaction GNN
+    reads, in training and in inference.
+
+    Returns a dict over the ``n`` rows of ``hits``: features (n, 3 or 5) float32
+    (:func:`node_features`), x (n, 3) float32 position in mm, and hit_id, volume_id, layer_id,
+    module_id (n,) int64.
+    """
+    xyz = _hit_xyz(hits)
+    _require(hits, ["volume_id", "layer_id", "module_id"], "hits")
+    return {
+        "features": node_features(hits, cells),
+        "x": xyz.astype(np.float32),
+        "hit_id": _int64(hits, "hit_id", "hits").copy(),
+        **{k: hits[k].to_numpy().astype(np.int64) for k in ("volume_id", "layer_id", "module_id")},
+    }
 
 
 def _edge_array(edges: np.ndarray, n_hits: int) -> np.ndarray:
