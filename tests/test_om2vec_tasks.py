@@ -206,6 +206,12 @@ def test_train_then_evaluate_on_the_real_events(trained: Path) -> None:
     run = trained / "logs/train/runs/run"
     after = json.loads((run / "evaluation/metrics.json").read_text())
     assert after["n_oms"] > 100 and after["baseline/n_oms"] == 60
+    # the baseline's width floor was chosen on validation OMs: the grid point of lowest val JS
+    tuned = {k: v for k, v in after.items() if k.startswith("baseline/tuning_val_js_mean_sigma")}
+    assert len(tuned) == 6 and after["baseline/tuning_val_oms"] > 50
+    best = min(tuned, key=tuned.get)
+    assert after["baseline/sigma_min_ns"] == pytest.approx(float(best.rsplit("sigma", 1)[1]))
+    assert (run / "evaluation/baseline_tuning.csv").read_text().count("\n") == 7
     assert (run / "evaluation/examples.png").stat().st_size > 10_000
     ckpt = run / "checkpoints/best.ckpt"
     run_entrypoint(
@@ -214,13 +220,15 @@ def test_train_then_evaluate_on_the_real_events(trained: Path) -> None:
         f"data.source={real_events_path()}",
         "data.splits=test",
         "+model.baseline_max_oms=40",
+        "+model.baseline_sigma_min=0.05",  # no validation OMs here: the floor is given
         cwd=trained,
         env={"HEPEXP_RUN_ID": "real"},
     )
     out = trained / "logs/evaluate/runs/real"
     m = json.loads((out / "metrics.json").read_text())
-    assert m["n_oms"] == 2136 and m["baseline/n_oms"] == 40
-    assert m["n_oms_n1"] + m["n_oms_n2_10"] + m["n_oms_n11_100"] + m["n_oms_n101plus"] == 2136
+    assert m["n_oms"] == 2136 and m["baseline/n_oms"] == 40 and m["baseline/sigma_min_ns"] == 0.05
+    classes = ("n1", "n2_10", "n11_100", "n101_1000", "n1001plus")
+    assert sum(m[f"n_oms_{c}"] for c in classes) == 2136
     for key in (
         "js_mean",
         "js_median",

@@ -261,11 +261,13 @@ def _em(x, w, valid, k, n_iter, tol, sigma_min):
 
 
 #: photon-count classes of OMs used to break per-OM metrics down: 1, 2-10, 11-100, > 100
-PHOTON_CLASSES: tuple[tuple[int, int], ...] = ((1, 1), (2, 10), (11, 100), (101, 2**62))
+PHOTON_CLASSES: tuple[tuple[int, int], ...] = (
+    (1, 1), (2, 10), (11, 100), (101, 1000), (1001, 2**62),
+)  # fmt: skip
 
 
 def photon_class_name(lo: int, hi: int) -> str:
-    """``"1"``, ``"2-10"``, ``">100"``: the name of a photon-count class."""
+    """``"1"``, ``"2-10"``, ``">1000"``: the name of a photon-count class."""
     if lo == hi:
         return str(lo)
     return f">{lo - 1}" if hi >= 2**62 else f"{lo}-{hi}"

@@ -33,7 +33,7 @@ Latents handed out by :meth:`Om2Vec.encode` / ``convert`` are the posterior mean
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -419,6 +419,9 @@ class Om2Vec(HEPModule):
         grad_clip: gradient-norm clipping (None: off) unless ``trainer.gradient_clip_val`` is set.
         eval_batch_size, eval_max_oms, baseline_components, baseline_max_oms: evaluation
             settings (see :meth:`evaluate`).
+        baseline_sigma_min: the baseline fit's width floor (ns); None: the value of
+            ``baseline_sigma_grid`` with the lowest mean JS on the first ``baseline_tune_oms``
+            validation OMs.
     """
 
     view = "om_timing"
@@ -439,6 +442,9 @@ class Om2Vec(HEPModule):
         eval_max_oms: int | None = 20000,
         baseline_components: int = 16,
         baseline_max_oms: int | None = 5000,
+        baseline_sigma_min: float | None = None,
+        baseline_sigma_grid: Sequence[float] = (0.02, 0.05, 0.1, 0.25, 0.5, 1.0),
+        baseline_tune_oms: int = 2000,
         n_examples: int = 12,
         **base: Any,
     ) -> None:
@@ -460,6 +466,8 @@ class Om2Vec(HEPModule):
         self.grad_clip = grad_clip
         self.eval_batch_size, self.eval_max_oms = eval_batch_size, eval_max_oms
         self.baseline_components, self.baseline_max_oms = baseline_components, baseline_max_oms
+        self.baseline_sigma_min, self.baseline_tune_oms = baseline_sigma_min, baseline_tune_oms
+        self.baseline_sigma_grid = tuple(float(v) for v in baseline_sigma_grid)
         self.n_examples = n_examples
 
     # -- model -----------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 #: display bins merged for the coarse JS distance: 64 ns at the default 1 ns binning
 COARSE_NS = 64.0
-_CLASS_KEYS = ("n1", "n2_10", "n11_100", "n101plus")
+_CLASS_KEYS = ("n1", "n2_10", "n11_100", "n101_1000", "n1001plus")
 
 
 def _first_rows(batch: dict[str, torch.Tensor], k: int) -> dict[str, torch.Tensor]:
@@ -86,9 +86,100 @@ def _summary(d: dict[str, np.ndarray], n_photons: np.ndarray, prefix: str = "") 
     for (lo, hi), key in zip(PHOTON_CLASSES, _CLASS_KEYS, strict=True):
         sel = (n_photons >= lo) & (n_photons <= hi)
         out[f"{prefix}n_oms_{key}"] = int(sel.sum())
-        for name in ("js", "js_floor"):
+        for name in ("js", "js_coarse", "js_floor"):
             out[f"{prefix}{name}_mean_{key}"] = float(d[name][sel].mean()) if sel.any() else None
     return out
+
+
+def _sparse_oms(
+    datamodule: PrometheusDataModule, split: str, limit: int, batch_size: int
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The first ``limit`` OMs of ``split`` as one CSR set (offsets, bin_index, bin_count) and
+    their photon counts."""
+    sparse = {"offsets": [np.zeros(1, np.int64)], "bin_index": [], "bin_count": []}
+    n_photons, seen = [], 0
+    for batch in datamodule.loader(split, shuffle=False, batch_size=batch_size):
+        if seen >= limit:
+            break
+        n = len(batch["offsets"]) - 1
+        if seen + n > limit:
+            batch, n = _first_rows(batch, limit - seen), limit - seen
+        sparse["offsets"].append(batch["offsets"][1:].numpy() + sparse["offsets"][-1][-1])
+        sparse["bin_index"].append(batch["bin_index"].numpy())
+        sparse["bin_count"].append(batch["bin_count"].numpy())
+        n_photons.append(batch["n_photons"].numpy())
+        seen += n
+    if seen == 0:
+        return {}, np.zeros(0)
+    return {k: np.concatenate(v) for k, v in sparse.items()}, np.concatenate(n_photons)
+
+
+def _fit_baseline(
+    csr: dict[str, np.ndarray],
+    n_om: int,
+    n_photons: np.ndarray,
+    components: int,
+    sigma_min: float,
+    num_bins: int,
+    max_time: float,
+    factor: int,
+    rng,
+) -> tuple[AsymmetricGaussianMixture, dict[str, np.ndarray], float]:
+    """The baseline mixture of the first ``n_om`` OMs of ``csr``, its per-OM distances and
+    the fit's wall seconds."""
+    width = max_time / num_bins
+    offsets = csr["offsets"][: n_om + 1]
+    times = (csr["bin_index"][: offsets[-1]] + 0.5) * width
+    counts = csr["bin_count"][: offsets[-1]].astype(np.float64)
+    start = time.perf_counter()
+    fit = fit_asymmetric_gmm(offsets, times, counts, n_components=components, sigma_min=sigma_min)
+    seconds = time.perf_counter() - start
+    parts: dict[str, list] = {}
+    for s in range(0, n_om, 256):
+        e = min(s + 256, n_om)
+        part = AsymmetricGaussianMixture(
+            *(a[s:e] for a in (fit.weights, fit.mu, fit.sigma_left, fit.sigma_right))
+        )
+        true = torch.from_numpy(_dense(csr, s, e, num_bins))
+        probs = torch.from_numpy(part.binned(num_bins, max_time))
+        for k, v in _distances(true, probs, n_photons[s:e], factor, rng).items():
+            parts.setdefault(k, []).append(v)
+    return fit, {k: np.concatenate(v) for k, v in parts.items()}, seconds
+
+
+def tune_baseline_floor(
+    model: Om2Vec, datamodule: PrometheusDataModule, out_dir: Path, factor: int
+) -> tuple[float, dict[str, Any]]:
+    """The baseline's width floor with the lowest mean JS distance on validation OMs.
+
+    The mixture fit, like our models, gets its free setting chosen on the validation split
+    (the first ``baseline_tune_oms`` OMs), never on the evaluated one. Writes
+    ``baseline_tuning.csv``; returns the floor and metrics describing the choice.
+    """
+    csr, n_photons = _sparse_oms(datamodule, "val", model.baseline_tune_oms, model.eval_batch_size)
+    if len(n_photons) == 0:
+        raise ValueError(
+            "the baseline's width floor is chosen on validation OMs, but the val split is "
+            "empty: give the data a val share (e.g. data.splits={val: 0.3, test: 0.7}) or fix "
+            "model.baseline_sigma_min"
+        )
+    rows = []
+    for sigma_min in model.baseline_sigma_grid:
+        _, dist, _ = _fit_baseline(
+            csr, len(n_photons), n_photons, model.baseline_components, float(sigma_min),
+            model.num_bins, model.max_time, factor, np.random.default_rng(0),
+        )  # fmt: skip
+        rows.append((float(sigma_min), float(dist["js"].mean()), float(dist["js_coarse"].mean())))
+    best = min(rows, key=lambda r: r[1])
+    with atomic_path(out_dir / "baseline_tuning.csv") as tmp:
+        tmp.write_text(
+            "sigma_min_ns,val_js_mean,val_js_coarse_mean\n"
+            + "".join(f"{a},{b:.6f},{c:.6f}\n" for a, b, c in rows)
+        )
+    log.info("baseline width floor %.3g ns chosen on %d validation OMs", best[0], len(n_photons))
+    metrics = {"baseline/sigma_min_ns": best[0], "baseline/tuning_val_oms": len(n_photons)}
+    metrics.update({f"baseline/tuning_val_js_mean_sigma{a:g}": b for a, b, _ in rows})
+    return best[0], metrics
 
 
 def evaluate_om2vec(
@@ -177,34 +268,17 @@ def evaluate_om2vec(
     n_base = min(seen, model.baseline_max_oms if model.baseline_max_oms is not None else seen)
     baseline = None
     if n_base > 0 and model.baseline_components > 0:
-        offsets = csr["offsets"][: n_base + 1]
-        times = (csr["bin_index"][: offsets[-1]] + 0.5) * width
-        counts = csr["bin_count"][: offsets[-1]].astype(np.float64)
+        sigma_min = model.baseline_sigma_min
+        if sigma_min is None:
+            sigma_min, tuning = tune_baseline_floor(model, datamodule, out_dir, factor)
+            metrics.update(tuning)
+        else:
+            metrics["baseline/sigma_min_ns"] = float(sigma_min)
         log.info("fitting the %d-component baseline to %d OMs", model.baseline_components, n_base)
-        t0 = time.perf_counter()
-        baseline = fit_asymmetric_gmm(
-            offsets, times, counts, n_components=model.baseline_components
-        )
-        t_fit = time.perf_counter() - t0
-        base_dist: dict[str, list] = {k: [] for k in dist}
-        for s in range(0, n_base, 256):
-            e = min(s + 256, n_base)
-            part = AsymmetricGaussianMixture(
-                *(
-                    a[s:e]
-                    for a in (
-                        baseline.weights,
-                        baseline.mu,
-                        baseline.sigma_left,
-                        baseline.sigma_right,
-                    )
-                )
-            )
-            true = torch.from_numpy(_dense(csr, s, e, num_bins))
-            probs = torch.from_numpy(part.binned(num_bins, model.max_time))
-            for k, v in _distances(true, probs, n_photons[s:e], factor, rng).items():
-                base_dist[k].append(v)
-        base = {k: np.concatenate(v) for k, v in base_dist.items()}
+        baseline, base, t_fit = _fit_baseline(
+            csr, n_base, n_photons, model.baseline_components, float(sigma_min),
+            num_bins, model.max_time, factor, rng,
+        )  # fmt: skip
         metrics.update(_summary(base, n_photons[:n_base], "baseline/"))
         same = {k: v[:n_base] for k, v in per_om.items()}
         model_same = _summary(same, n_photons[:n_base], "baseline/model_")
