@@ -8,6 +8,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from hepexp.plotting import label_plots_for_source
 from hepexp.run.common import (
     build_datamodule,
     format_metrics,
@@ -53,6 +54,7 @@ def overrides_of(cfg: DictConfig) -> DictConfig:
 def evaluate(cfg: DictConfig) -> dict:
     """Evaluate ``cfg.ckpt_path`` on ``cfg.split``; write metrics.json and plots to the run dir."""
     model, run_cfg = model_from_checkpoint(cfg.ckpt_path, overrides_of(cfg))
+    label_plots_for_source(run_cfg.data.get("source"))
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed)
     out_dir = Path(cfg.paths.output_dir)

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hepexp import __version__
 from hepexp.loggers import finish_wandb
+from hepexp.plotting import label_plots_for_source
 from hepexp.run.common import (
     CHECKPOINT_KEY,
     build_datamodule,
@@ -103,6 +104,7 @@ def train(cfg: DictConfig) -> float | None:
         torch.set_num_threads(cfg.num_threads)
     if cfg.get("float32_matmul_precision"):
         torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
+    label_plots_for_source(cfg.data.get("source"))
 
     output_dir = Path(cfg.paths.output_dir)
     config = plain_config(cfg)
