@@ -15,6 +15,7 @@ from hepexp.run.common import (
     log,
     model_from_checkpoint,
 )
+from hepexp.run.wandb_logging import log_evaluation_to_wandb
 from hepexp.utils.io import write_json
 
 
@@ -67,4 +68,5 @@ def evaluate(cfg: DictConfig) -> dict:
     metrics = {"checkpoint": str(Path(cfg.ckpt_path).resolve()), "split": cfg.split, **metrics}
     write_json(out_dir / "metrics.json", metrics)
     log.info("%s", format_metrics(metrics, f"Evaluation ({out_dir})"))
+    log_evaluation_to_wandb(cfg, metrics, out_dir)
     return metrics
