@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import netrc
 import os
@@ -42,14 +43,16 @@ def wandb_logger(offline: bool | None = None, **kwargs: Any):
     """A Lightning ``WandbLogger`` that never fails for lack of an account.
 
     ``offline=None`` logs online when credentials exist (or ``WANDB_MODE`` says so) and
-    offline otherwise, printing how to upload the run later.
+    offline otherwise, printing how to upload the run later. ``log_model`` (checkpoints as
+    W&B artifacts) works offline too: the artifacts are uploaded by ``wandb sync``.
     """
-    try:
-        from pytorch_lightning.loggers import WandbLogger
-    except ImportError as err:  # pragma: no cover - wandb is a dependency
-        raise ImportError("logger=wandb needs the wandb package: pip install wandb") from err
+    from pytorch_lightning.loggers import WandbLogger
+
+    if importlib.util.find_spec("wandb") is None:
+        raise ImportError("logger=wandb needs the wandb package: pip install wandb")
     offline = wandb_offline(offline, kwargs.get("save_dir", "."))
-    return WandbLogger(offline=offline, **kwargs)
+    # offline through wandb.init's mode: Lightning's own offline=True refuses log_model
+    return WandbLogger(**kwargs, **({"mode": "offline"} if offline else {}))
 
 
 def finish_wandb(failed: bool = False) -> None:

@@ -59,8 +59,9 @@ def test_train_caches_stages_and_evaluates(gnn_run: Path) -> None:
         assert np.isfinite(metrics[key]), key
     # the map alone already finds most edges of high-pT particles
     assert metrics["test/edges_graph/efficiency_pt1"] > 0.9
-    for plot in ("efficiency.png", "edge_scores.png"):
-        assert (run / "evaluation" / plot).stat().st_size > 5_000
+    for plot in ("efficiency", "edge_scores"):
+        for suffix in (".png", ".pdf"):
+            assert (run / "evaluation" / (plot + suffix)).stat().st_size > 5_000, plot + suffix
 
 
 @pytest.mark.slow

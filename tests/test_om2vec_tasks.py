@@ -213,6 +213,7 @@ def test_train_then_evaluate_on_the_real_events(trained: Path) -> None:
     assert after["baseline/sigma_min_ns"] == pytest.approx(float(best.rsplit("sigma", 1)[1]))
     assert (run / "evaluation/baseline_tuning.csv").read_text().count("\n") == 7
     assert (run / "evaluation/examples.png").stat().st_size > 10_000
+    assert (run / "evaluation/examples.pdf").stat().st_size > 10_000
     ckpt = run / "checkpoints/best.ckpt"
     run_entrypoint(
         "evaluate.py",
@@ -239,8 +240,9 @@ def test_train_then_evaluate_on_the_real_events(trained: Path) -> None:
         assert 0.0 <= m[key] <= 1.0, key
     assert m["baseline/ks_median"] < 0.1, "the fitted mixtures follow the OMs' CDFs"
     assert m["time/encode_ms_per_om"] > 0 and m["time/baseline_fit_ms_per_om"] > 0
-    for plot in ("examples.png", "js.png", "latents.png"):
-        assert (out / plot).stat().st_size > 10_000, plot
+    for plot in ("examples", "js", "latents"):
+        for suffix in (".png", ".pdf"):
+            assert (out / (plot + suffix)).stat().st_size > 10_000, plot + suffix
     per_om = pq.read_table(out / "per_om.parquet").to_pandas()
     assert len(per_om) == 2136 and per_om.baseline_js.notna().sum() == 40
     assert per_om.js.mean() == pytest.approx(m["js_mean"])

@@ -42,6 +42,7 @@ def test_train_writes_only_under_the_run_dir(trained_run: Path) -> None:
         "csv/metrics.csv",
         "evaluation/metrics.json",
         "evaluation/residuals.png",
+        "evaluation/residuals.pdf",
     ):
         assert (run / name).exists(), name
     outside = {p.name for p in trained_run.iterdir()}
@@ -84,8 +85,9 @@ def test_evaluate_needs_only_the_checkpoint(trained_run: Path) -> None:
     ):
         assert np.isfinite(metrics[key]), key
     assert metrics["n_jets"] == 600
-    for plot in ("distributions.png", "residuals.png", "residuals_vs_pt.png"):
-        assert (out / plot).stat().st_size > 10_000
+    for plot in ("distributions", "residuals", "residuals_vs_pt"):
+        for suffix in (".png", ".pdf"):
+            assert (out / (plot + suffix)).stat().st_size > 10_000, plot + suffix
     # the same numbers as the evaluation at the end of training: exactly what was trained
     after_train = json.loads(
         (trained_run / "logs/train/runs/first/evaluation/metrics.json").read_text()

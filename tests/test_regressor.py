@@ -73,8 +73,9 @@ def test_training_learns_tracks(trained) -> None:
         assert 0 <= metrics[key] <= 1, key
     assert metrics["time_model_ms_per_event"] > 0 and metrics["time_clustering_ms_per_event"] > 0
     assert "val/trackml_score" in trainer.callback_metrics
-    for plot in ("efficiency.png", "residuals.png", "event_display.png"):
-        assert (out / "evaluation" / plot).stat().st_size > 10_000, plot
+    for plot in ("efficiency", "residuals", "event_display"):
+        for suffix in (".png", ".pdf"):
+            assert (out / "evaluation" / (plot + suffix)).stat().st_size > 10_000, plot + suffix
     json.dumps(metrics)  # plain numbers
 
 
@@ -84,6 +85,7 @@ def test_scan_choice_is_saved_in_the_checkpoints(trained) -> None:
     scan = pd.read_csv(out / "clustering_scan.csv")
     assert len(scan) == 2 * 2 * 2 and set(scan.q_scale) == {0.25, 1.0}
     assert (out / "clustering_scan.png").stat().st_size > 5_000
+    assert (out / "clustering_scan.pdf").stat().st_size > 5_000
     best = scan.iloc[scan["score"].idxmax()]
     chosen = [float(best.min_cluster_size), float(best.min_samples), float(best.q_scale)]
     assert model.cluster_params.tolist() == chosen

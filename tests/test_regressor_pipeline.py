@@ -51,6 +51,7 @@ def test_train_scans_clustering_and_evaluates(run: Path) -> None:
         assert 0 <= metrics[key] <= 1, key
     scan = pd.read_csv(out / "clustering_scan.csv")
     assert len(scan) == 4 and (out / "clustering_scan.png").exists()
+    assert (out / "clustering_scan.pdf").exists()
     best = scan.iloc[scan.score.idxmax()]
     ckpt = load_checkpoint(out / "checkpoints/best.ckpt")
     assert ckpt["state_dict"]["cluster_params"].tolist() == [
@@ -59,8 +60,9 @@ def test_train_scans_clustering_and_evaluates(run: Path) -> None:
         1.0,
     ]
     assert metrics["test/min_cluster_size"] == int(best.min_cluster_size)
-    for plot in ("efficiency.png", "residuals.png", "event_display.png"):
-        assert (out / "evaluation" / plot).exists(), plot
+    for plot in ("efficiency", "residuals", "event_display"):
+        for suffix in (".png", ".pdf"):
+            assert (out / "evaluation" / (plot + suffix)).exists(), plot + suffix
 
 
 @pytest.mark.slow

@@ -34,6 +34,7 @@ from hepexp.sweep.study import (
 )
 
 from .conftest import CONF_DIR, ROOT, TINY_DATA, compose_config, run_entrypoint
+from .wandb_helpers import wandb_run
 
 SEARCHES = sorted(p.stem for p in (CONF_DIR / "hparams_search").glob("*.yaml"))
 # one torch thread: tiny models, and sweeps of several processes share the cores
@@ -284,7 +285,7 @@ def test_sweep_runs_trials_logs_them_and_reports_the_best(tmp_path: Path) -> Non
     for number in range(3):
         runs = list((sweep / str(number) / "wandb").glob("offline-run-*"))
         assert len(runs) == 1, f"trial {number} has one W&B run"
-        trial_runs[number] = _wandb_run(runs[0])
+        trial_runs[number] = wandb_run(runs[0])
     for number, run in trial_runs.items():
         assert run["group"] == "jet_ae"
         assert run["name"] == f"jet_ae-trial-{number}"
@@ -292,62 +293,11 @@ def test_sweep_runs_trials_logs_them_and_reports_the_best(tmp_path: Path) -> Non
         assert run["summary"]["best/val/loss"] == pytest.approx(study.trials[number].value)
     summary_runs = list((sweep / "wandb").glob("offline-run-*"))
     assert len(summary_runs) == 1
-    summary = _wandb_run(summary_runs[0])
+    summary = wandb_run(summary_runs[0])
     assert (summary["group"], summary["job_type"]) == ("jet_ae", "optuna-study")
     assert summary["summary"]["best_trial"] == best.number
     assert summary["summary"]["best_value"] == pytest.approx(best.value)
     assert summary["summary"]["best_params"] == best.params
-
-
-def _wandb_records(path: Path):
-    """The records of a W&B run log (``*.wandb``): a ``:W&B`` header, then 32 KiB blocks of
-    records, each with a 7-byte header (crc32, length, type: full/first/middle/last)."""
-    data = path.read_bytes()
-    assert data[:4] == b":W&B", f"{path} is not a W&B run log"
-    pos, block, pending = 7, 32768, b""
-    while pos + 7 <= len(data):
-        room = block - pos % block
-        if room < 7:  # block trailer
-            pos += room
-            continue
-        length, kind = int.from_bytes(data[pos + 4 : pos + 6], "little"), data[pos + 6]
-        chunk = data[pos + 7 : pos + 7 + length]
-        pos += 7 + length
-        if kind == 0:
-            break
-        pending = chunk if kind in (1, 2) else pending + chunk
-        if kind in (1, 4):
-            yield pending
-
-
-def _wandb_run(run_dir: Path) -> dict:
-    """Group, name, job type, config and summary of an offline W&B run, read from its log."""
-    from wandb.proto import wandb_internal_pb2
-
-    info: dict = {"config": {}, "summary": {}}
-    for data in _wandb_records(next(run_dir.glob("*.wandb"))):
-        record = wandb_internal_pb2.Record()
-        record.ParseFromString(data)
-        kind = record.WhichOneof("record_type")
-        if kind == "run":
-            run = record.run
-            info.update(group=run.run_group, name=run.display_name, job_type=run.job_type)
-            updates = run.config.update
-        elif kind == "config":
-            updates = record.config.update
-        elif kind == "summary":
-            for item in record.summary.update:
-                key = item.key or "/".join(item.nested_key)
-                info["summary"][key] = json.loads(item.value_json)
-            continue
-        else:
-            continue
-        for item in updates:
-            value = json.loads(item.value_json)
-            info["config"][item.key] = (
-                value.get("value", value) if isinstance(value, dict) else value
-            )
-    return info
 
 
 @pytest.mark.slow

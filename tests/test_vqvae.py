@@ -259,8 +259,9 @@ def test_evaluation_outputs(tiny_run: dict) -> None:
         m["pixel_barrel/n_hits"] + m["short_strip_barrel/n_hits"] + m["long_strip_barrel/n_hits"]
         == m["n_hits"]
     )
-    for name in ("error_cdf.png", "token_frequency.png", "error_vs_radius.png"):
-        assert (out / name).stat().st_size > 5000, name
+    for plot in ("error_cdf", "token_frequency", "error_vs_radius"):
+        for suffix in (".png", ".pdf"):
+            assert (out / (plot + suffix)).stat().st_size > 5000, plot + suffix
     cdf = pd.read_csv(out / "error_cdf.csv")
     assert cdf.cdf.is_monotonic_increasing
     at25 = cdf.cdf[cdf.error_mm < 25].iloc[-1]

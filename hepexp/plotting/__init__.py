@@ -1,24 +1,24 @@
-"""Plots written as PNG files. Matplotlib runs headless (Agg)."""
+"""Plots written as PNG and PDF files in the HEP style (see :mod:`hepexp.plotting.style`).
+Matplotlib runs headless (Agg)."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from hepexp.plotting.style import (
+    add_headroom,
+    experiment_label,
+    hep_style,
+    label_plots_for_source,
+    log_scale,
+    plt,
+    save_figure,
+)
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from hepexp.utils.io import atomic_path  # noqa: E402
-
-
-def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 110) -> Path:
-    """Save ``fig`` to ``path`` atomically and close it."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
-    plt.close(fig)
-    return path
-
-
-__all__ = ["plt", "save_figure"]
+__all__ = [
+    "add_headroom",
+    "experiment_label",
+    "hep_style",
+    "label_plots_for_source",
+    "log_scale",
+    "plt",
+    "save_figure",
+]

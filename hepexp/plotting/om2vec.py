@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hepexp.plotting import plt, save_figure
+from hepexp.plotting import add_headroom, experiment_label, hep_style, log_scale, plt, save_figure
 
 
 def _window(true: np.ndarray, pad: int = 20) -> tuple[int, int]:
@@ -17,6 +17,7 @@ def _window(true: np.ndarray, pad: int = 20) -> tuple[int, int]:
     return max(lo - max(pad, span // 10), 0), min(hi + max(pad, span // 10), len(true))
 
 
+@hep_style
 def plot_examples(
     examples: Sequence[Mapping[str, np.ndarray | float]],
     path: str | Path,
@@ -32,7 +33,7 @@ def plot_examples(
     n = len(examples)
     cols = min(4, n)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.6 * rows), squeeze=False)
     for ax, ex in zip(axes.flat, examples, strict=False):
         true = np.asarray(ex["true"], dtype=np.float64)
         lo, hi = _window(true)
@@ -51,16 +52,19 @@ def plot_examples(
         if ex.get("baseline") is not None:
             label = f"AGMM JS {ex['js_baseline']:.2f}"
             ax.stairs(shown(ex["baseline"]), edges, label=label, color="C3", ls="--")
-        unit = f"{merge * bin_width:g} ns bins" if merge > 1 else f"{bin_width:g} ns bins"
-        ax.set_title(f"{int(ex['n_photons'])} photons ({unit})", fontsize=9)
-        ax.set_xlabel("t - t_first(event) [ns]", fontsize=8)
-        ax.legend(fontsize=7)
+        ax.set_title(f"{int(ex['n_photons'])} photons", loc="right", fontsize="small")
+        ax.set_xlabel(r"$t - t_{first}^{event}$ [ns]")
+        ax.set_ylabel(f"photon share / {merge * bin_width:g} ns")
+        add_headroom(ax, 0.35)
+        ax.legend(loc="upper right", fontsize="x-small")
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
+    experiment_label(axes[0, 0])
     fig.tight_layout()
     return save_figure(fig, path)
 
 
+@hep_style
 def plot_js(
     n_photons: np.ndarray,
     distances: Mapping[str, np.ndarray],
@@ -72,8 +76,10 @@ def plot_js(
     for name, js in distances.items():
         ax1.hist(js, bins=bins, histtype="step", lw=1.4, label=f"{name} (mean {np.mean(js):.3f})")
     ax1.set_xlabel("Jensen-Shannon distance per OM")
-    ax1.set_ylabel("OMs")
-    ax1.legend(fontsize=8)
+    ax1.set_ylabel("OMs / 0.02")
+    add_headroom(ax1)
+    ax1.legend(loc="upper right")
+    experiment_label(ax1)
     edges = np.unique(np.geomspace(1, max(2, n_photons.max()) + 1, 20).astype(int))
     which = np.clip(np.searchsorted(edges, n_photons, side="right") - 1, 0, len(edges) - 2)
     centres = np.sqrt(edges[:-1] * edges[1:])
@@ -82,15 +88,16 @@ def plot_js(
             [js[which == i].mean() if (which == i).any() else np.nan for i in range(len(centres))]
         )
         ax2.plot(centres, means, marker="o", ms=3, label=name)
-    ax2.set_xscale("log")
+    log_scale(ax2, "x")
     ax2.set_xlabel("photons per OM")
     ax2.set_ylabel("mean JS distance")
-    ax2.set_ylim(0, 1)
-    ax2.legend(fontsize=8)
+    ax2.set_ylim(0, 1.3)
+    ax2.legend(loc="upper right")
     fig.tight_layout()
     return save_figure(fig, path)
 
 
+@hep_style
 def plot_latents(latents: np.ndarray, n_photons: np.ndarray, path: str | Path) -> Path:
     """Per-dimension spread of the posterior means, their correlations, and the first two
     principal components coloured by photon count."""
@@ -101,15 +108,22 @@ def plot_latents(latents: np.ndarray, n_photons: np.ndarray, path: str | Path) -
     axes[0].set_ylabel("std of posterior mean over OMs")
     corr = np.corrcoef(latents.T) if len(latents) > 1 else np.eye(latents.shape[1])
     im = axes[1].imshow(np.nan_to_num(corr), cmap="coolwarm", vmin=-1, vmax=1)
-    axes[1].set_title("correlation of latent dimensions", fontsize=9)
-    fig.colorbar(im, ax=axes[1], fraction=0.046)
+    for ax in axes[:2]:
+        ax.locator_params(axis="x", integer=True)
+        ax.tick_params(axis="x", which="minor", bottom=False, top=False)
+    axes[1].locator_params(axis="y", integer=True)
+    axes[1].minorticks_off()
+    axes[1].set_xlabel("latent dimension")
+    axes[1].set_ylabel("latent dimension")
+    fig.colorbar(im, ax=axes[1], fraction=0.046, label="correlation")
     centred = latents - latents.mean(axis=0)
     if len(latents) > 2:
         _, _, vt = np.linalg.svd(centred, full_matrices=False)
         pcs = centred @ vt[:2].T
         sc = axes[2].scatter(pcs[:, 0], pcs[:, 1], c=np.log10(n_photons), s=3, cmap="viridis")
-        fig.colorbar(sc, ax=axes[2], fraction=0.046, label="log10 photons")
+        fig.colorbar(sc, ax=axes[2], fraction=0.046, label=r"$\log_{10}$(photons per OM)")
     axes[2].set_xlabel("PC 1")
     axes[2].set_ylabel("PC 2")
+    experiment_label(axes[0])
     fig.tight_layout()
     return save_figure(fig, path)

@@ -6,16 +6,24 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-import matplotlib.ticker
 import numpy as np
 import pandas as pd
 
-from hepexp.plotting import plt, save_figure
+from hepexp.metrics.stats import efficiency_errors
+from hepexp.plotting import (
+    add_headroom,
+    experiment_label,
+    hep_style,
+    log_scale,
+    plt,
+    save_figure,
+)
 
 PT_BINS = np.array([0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.2, 1.6, 2.0, 3.0, 5.0, 10.0, 100.0])
 ETA_BINS = np.linspace(-4.0, 4.0, 17)
 
 
+@hep_style
 def plot_scan_heatmap(scan: pd.DataFrame, path: str | Path, title: str = "") -> Path:
     """Heatmap of the mean TrackML score over min_cluster_size x min_samples; best boxed."""
     table = scan.pivot(index="min_cluster_size", columns="min_samples", values="score")
@@ -23,6 +31,7 @@ def plot_scan_heatmap(scan: pd.DataFrame, path: str | Path, title: str = "") -> 
     fig, ax = plt.subplots(figsize=(1.1 * values.shape[1] + 2.5, 0.7 * values.shape[0] + 1.6))
     image = ax.imshow(values, cmap="viridis", origin="lower", aspect="auto")
     fig.colorbar(image, ax=ax, label="mean TrackML score")
+    ax.minorticks_off()
     ax.set_xticks(range(values.shape[1]), [str(c) for c in table.columns])
     ax.set_yticks(range(values.shape[0]), [str(i) for i in table.index])
     ax.set_xlabel("min_samples")
@@ -33,21 +42,21 @@ def plot_scan_heatmap(scan: pd.DataFrame, path: str | Path, title: str = "") -> 
         ax.text(j, i, f"{v:.3f}", ha="center", va="center", fontsize=8,
                 color="black" if (i, j) == best else "white")  # fmt: skip
     ax.add_patch(plt.Rectangle((best[1] - 0.5, best[0] - 0.5), 1, 1, fill=False, ec="red", lw=2.5))
-    ax.set_title(title or "HDBSCAN parameter scan (validation events)")
+    experiment_label(ax)
+    ax.set_title(title or "HDBSCAN scan on validation events", loc="left", pad=24)
     return save_figure(fig, path)
 
 
 def binned_efficiency(
     values: np.ndarray, matched: np.ndarray, bins: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Efficiency, binomial error and particle count per bin of ``values`` (NaN where empty)."""
+    """Efficiency per bin of ``values``, its Clopper-Pearson 68% errors (shape (2, bins):
+    below, above) and the particle count per bin; NaN where a bin is empty."""
     idx = np.digitize(values, bins) - 1
     ok = (idx >= 0) & (idx < len(bins) - 1)
     n = np.bincount(idx[ok], minlength=len(bins) - 1).astype(float)
     k = np.bincount(idx[ok], weights=matched[ok].astype(float), minlength=len(bins) - 1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        eff = k / n
-        err = np.sqrt(eff * (1 - eff) / n)
+    eff, err = efficiency_errors(k, n)
     return eff, err, n
 
 
@@ -58,37 +67,43 @@ _DEFINITIONS = (
 )
 
 
+def _draw_efficiencies(
+    ax: plt.Axes, rows: pd.DataFrame, var: str, bins: np.ndarray, centres: np.ndarray
+) -> None:
+    """Efficiency points of every matching definition in bins of ``rows[var]``."""
+    bin_extent = (centres - bins[:-1], bins[1:] - centres)
+    for column, label in _DEFINITIONS:
+        eff, err, _ = binned_efficiency(rows[var].to_numpy(), rows[column].to_numpy(), bins)
+        ax.errorbar(centres, eff, xerr=bin_extent, yerr=err, fmt="o", ms=4, label=label)
+
+
+@hep_style
 def plot_efficiencies(particles: pd.DataFrame, path: str | Path, pt_min: float = 0.9) -> Path:
-    """Double-majority, perfect and LHC efficiency vs pT and vs eta (pT >= ``pt_min``).
+    """Double-majority, perfect and LHC efficiency vs pT and vs eta (pT >= ``pt_min``), with
+    Clopper-Pearson 68% intervals.
 
     ``particles`` is the concatenation of :func:`hepexp.metrics.trackml.match_particles`
     tables; only reconstructable particles count.
     """
     table = particles[particles["reconstructable"]]
     high = table[table["pt"].to_numpy() >= pt_min]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    pt_centres = np.sqrt(PT_BINS[:-1] * PT_BINS[1:])
-    eta_centres = 0.5 * (ETA_BINS[:-1] + ETA_BINS[1:])
-    for column, label in _DEFINITIONS:
-        eff, err, _ = binned_efficiency(table["pt"].to_numpy(), table[column].to_numpy(), PT_BINS)
-        axes[0].errorbar(pt_centres, eff, yerr=err, marker="o", ms=4, capsize=2, label=label)
-        eff, err, _ = binned_efficiency(high["eta"].to_numpy(), high[column].to_numpy(), ETA_BINS)
-        axes[1].errorbar(eta_centres, eff, yerr=err, marker="o", ms=4, capsize=2, label=label)
-    axes[0].set_xscale("log")
-    axes[0].xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
-    axes[0].xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
+    _draw_efficiencies(axes[0], table, "pt", PT_BINS, np.sqrt(PT_BINS[:-1] * PT_BINS[1:]))
+    _draw_efficiencies(axes[1], high, "eta", ETA_BINS, 0.5 * (ETA_BINS[:-1] + ETA_BINS[1:]))
+    log_scale(axes[0], "x")
     axes[0].axvline(pt_min, color="grey", lw=0.8, ls=":")
-    axes[0].set_xlabel("particle $p_T$ [GeV]")
-    axes[1].set_xlabel(rf"particle $\eta$ ($p_T \geq$ {pt_min:g} GeV)")
+    axes[0].set_xlabel("particle $p_{T}$ [GeV]")
+    axes[1].set_xlabel(rf"particle $\eta$ ($p_{{T}} \geq$ {pt_min:g} GeV)")
     for ax in axes:
-        ax.set_ylabel("efficiency")
-        ax.set_ylim(0, 1.05)
-        ax.grid(alpha=0.3)
-        ax.legend(loc="lower center", fontsize=8)
-    fig.suptitle(f"Tracking efficiency ({len(table)} reconstructable particles)")
+        ax.set_ylabel("tracking efficiency")
+        ax.set_ylim(0, 1.3)
+        ax.legend(loc="upper right", ncols=3, title=f"{len(table)} reconstructable particles")
+    experiment_label(axes[0])
+    fig.tight_layout()
     return save_figure(fig, path)
 
 
+@hep_style
 def plot_edge_scores(edge_scores: np.ndarray, path: str | Path, score_cut: float = 0.5) -> Path:
     """Histograms of edge scores ((E, 2): score, is-true) for true and false edges."""
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -97,28 +112,51 @@ def plot_edge_scores(edge_scores: np.ndarray, path: str | Path, score_cut: float
     ax.hist(edge_scores[true, 0], bins=bins, histtype="step", lw=1.5, label="same particle")
     ax.hist(edge_scores[~true, 0], bins=bins, histtype="step", lw=1.5, label="other")
     ax.axvline(score_cut, color="grey", lw=0.8, ls=":")
-    ax.set_yscale("log")
+    log_scale(ax, "y", plain_numbers=False)
     ax.set_xlabel("edge score")
-    ax.set_ylabel("edges")
-    ax.legend()
+    ax.set_ylabel("edges / 0.02")
+    add_headroom(ax)
+    ax.legend(loc="upper right")
+    experiment_label(ax)
     return save_figure(fig, path)
 
 
+#: axis titles of the regressed per-hit parameters (name -> symbol, unit)
+_PARAMETERS = {
+    "theta": (r"\theta", "rad"),
+    "sin_phi": (r"\sin\phi", ""),
+    "cos_phi": (r"\cos\phi", ""),
+    "q": ("q", "e"),
+}
+
+
+def _residual_label(name: str) -> str:
+    symbol, unit = _PARAMETERS.get(name, (name.replace("_", " "), ""))
+    text = f"${symbol}^{{pred}} - {symbol}^{{true}}$"
+    return f"{text} [{unit}]" if unit else text
+
+
+@hep_style
 def plot_residuals(
     residuals: Mapping[str, np.ndarray], sigmas: Mapping[str, float], path: str | Path
 ) -> Path:
-    """Histogram of predicted - true for every regressed parameter."""
+    """Histogram of predicted - true for every regressed parameter (hits of particles)."""
     names = list(residuals)
-    fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.3))
-    for ax, name in zip(np.atleast_1d(axes), names, strict=True):
+    fig, axes = plt.subplots(1, len(names), figsize=(4.0 * len(names), 3.8))
+    axes = np.atleast_1d(axes)
+    for ax, name in zip(axes, names, strict=True):
         r = residuals[name]
         lo, hi = np.quantile(r, [0.002, 0.998]) if r.size else (-1.0, 1.0)
         ax.hist(r, bins=np.linspace(lo, hi, 100), histtype="stepfilled", alpha=0.75)
-        ax.set_yscale("log")
-        ax.set_xlabel(f"{name}: predicted - true")
-        ax.set_title(f"$\\sigma$ = {sigmas[name]:.4f}", fontsize=10)
-    np.atleast_1d(axes)[0].set_ylabel("hits")
-    fig.suptitle("Per-hit residuals (hits of particles)")
+        log_scale(ax, "y", plain_numbers=False)
+        add_headroom(ax)
+        ax.locator_params(axis="x", nbins=5)
+        ax.set_xlabel(_residual_label(name))
+        ax.set_ylabel("hits / bin")
+        sigma = f"$\\sigma$ = {sigmas[name]:.4g}"
+        ax.text(0.95, 0.93, sigma, transform=ax.transAxes, ha="right", va="top")
+    experiment_label(axes[0])
+    fig.tight_layout()
     return save_figure(fig, path)
 
 
@@ -132,6 +170,7 @@ def _colours(labels: np.ndarray) -> np.ndarray:
     return colours
 
 
+@hep_style
 def plot_event_display(
     xyz: np.ndarray,
     labels: np.ndarray,
@@ -144,7 +183,7 @@ def plot_event_display(
     xyz = np.asarray(xyz, dtype=float)
     r = np.hypot(xyz[:, 0], xyz[:, 1])
     truth = np.where(np.asarray(particle_id) == 0, -1, np.asarray(particle_id))
-    fig, axes = plt.subplots(2, 2, figsize=(11, 10))
+    fig, axes = plt.subplots(2, 2, figsize=(11, 10.5))
     for row, (lab, name) in enumerate(
         ((labels, "reconstructed tracks"), (truth, "true particles"))
     ):
@@ -154,10 +193,14 @@ def plot_event_display(
         axes[row, 0].set_xlabel("x [mm]")
         axes[row, 0].set_ylabel("y [mm]")
         axes[row, 0].set_aspect("equal")
-        axes[row, 0].set_title(f"{name} ({n}), x-y")
         axes[row, 1].scatter(xyz[:, 2], r, c=colours, s=6)
         axes[row, 1].set_xlabel("z [mm]")
         axes[row, 1].set_ylabel("r [mm]")
-        axes[row, 1].set_title(f"{name}, r-z")
-    fig.suptitle(title or "Event display")
+        for ax in axes[row]:
+            ax.locator_params(nbins=5)
+            ax.set_title(f"{n} {name}", loc="right", fontsize="medium")
+    experiment_label(axes[0, 0], rlabel="")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
     return save_figure(fig, path)

@@ -15,12 +15,14 @@ import numpy as np
 import pandas as pd
 
 from hepexp.errors import DataError
-from hepexp.plotting import plt, save_figure
+from hepexp.metrics.stats import efficiency_errors
+from hepexp.plotting import add_headroom, experiment_label, hep_style, log_scale, plt, save_figure
 
 #: published shares within 25 mm of the original tokenizers (REFERENCE "vqvae")
 PUBLISHED_WITHIN_25MM = {"conditional (original)": 0.782, "unconditional (original)": 0.440}
 
 
+@hep_style
 def plot_error_cdfs(
     curves: Mapping[str, pd.DataFrame], path: str | Path, threshold: float = 25.0
 ) -> Path:
@@ -35,53 +37,65 @@ def plot_error_cdfs(
     ax.set_ylim(0, 1.01)
     ax.set_xlabel("3D reconstruction error [mm]")
     ax.set_ylabel("share of hits with smaller error")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="lower right")
+    experiment_label(ax)
     return save_figure(fig, path)
 
 
+@hep_style
 def plot_token_frequency(counts: np.ndarray, path: str | Path) -> Path:
     """Code frequencies sorted from most to least used (log scale), with utilisation."""
     counts = np.asarray(counts, np.float64)
     total = max(counts.sum(), 1.0)
     ranked = np.sort(counts)[::-1] / total
     used = int((counts > 0).sum())
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     axes[0].plot(np.arange(1, len(ranked) + 1), np.where(ranked > 0, ranked, np.nan))
     axes[0].axhline(1.0 / len(counts), color="grey", ls=":", label="uniform")
-    axes[0].set_yscale("log")
+    log_scale(axes[0], "y", plain_numbers=False)
+    add_headroom(axes[0])
     axes[0].set_xlabel("code rank")
     axes[0].set_ylabel("token frequency")
-    axes[0].legend()
-    axes[0].set_title(f"{used}/{len(counts)} codes used ({used / len(counts):.1%})")
+    axes[0].legend(loc="upper right", title=f"{used}/{len(counts)} codes used")
     axes[1].hist(counts, bins=min(100, int(counts.max()) + 1), histtype="stepfilled", alpha=0.7)
-    axes[1].set_yscale("log")
+    log_scale(axes[1], "y", plain_numbers=False)
     axes[1].set_xlabel("hits per code")
-    axes[1].set_ylabel("codes")
+    axes[1].set_ylabel("codes / bin")
+    experiment_label(axes[0])
+    fig.tight_layout()
     return save_figure(fig, path)
 
 
+@hep_style
 def plot_error_vs_radius(table: pd.DataFrame, path: str | Path) -> Path:
-    """Mean/median error and share within 25 mm per transverse-radius bin."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    """Mean/median error and share within 25 mm per transverse-radius bin (with Clopper-Pearson
+    68% intervals when the table has ``n_hits``)."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     r = table["r_mean_mm"]
     axes[0].plot(r, table["mean_error_mm"], marker="o", label="mean")
     axes[0].plot(r, table["median_error_mm"], marker="s", label="median")
     axes[0].set_xlabel("transverse radius r [mm]")
     axes[0].set_ylabel("3D error [mm]")
-    axes[0].legend()
-    axes[1].plot(r, table["within_25mm"], marker="o")
-    axes[1].set_ylim(0, 1.01)
+    axes[0].set_ylim(bottom=0)
+    add_headroom(axes[0])
+    axes[0].legend(loc="upper right")
+    share, err = table["within_25mm"].to_numpy(), None
+    if "n_hits" in table:
+        n = table["n_hits"].to_numpy()
+        share, err = efficiency_errors(np.round(share * n), n)
+    axes[1].errorbar(r, share, yerr=err, fmt="o-")
+    axes[1].set_ylim(0, 1.05)
     axes[1].set_xlabel("transverse radius r [mm]")
     axes[1].set_ylabel("share within 25 mm")
-    for ax in axes:
-        ax.grid(alpha=0.3)
+    experiment_label(axes[0])
+    fig.tight_layout()
     return save_figure(fig, path)
 
 
+@hep_style
 def plot_examples(true: Sequence[np.ndarray], reco: Sequence[np.ndarray], path: str | Path) -> Path:
     """A few tracks (true vs reconstructed hits) in the x-y and r-z planes, in mm."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.8))
     for i, (t, p) in enumerate(zip(true, reco, strict=True)):
         color = f"C{i % 10}"
         axes[0].plot(t[:, 0], t[:, 1], "o-", color=color, ms=3, lw=0.8)
@@ -93,7 +107,11 @@ def plot_examples(true: Sequence[np.ndarray], reco: Sequence[np.ndarray], path: 
     axes[0].set_aspect("equal", adjustable="datalim")
     axes[1].set_xlabel("z [mm]")
     axes[1].set_ylabel("r [mm]")
-    fig.suptitle("true hits (o) and their reconstruction from tokens (x)")
+    axes[1].plot([], [], "o-", color="grey", ms=3, lw=0.8, label="true hits")
+    axes[1].plot([], [], "x", color="grey", ms=5, label="decoded from tokens")
+    axes[1].legend(loc="best")
+    experiment_label(axes[0])
+    fig.tight_layout()
     return save_figure(fig, path)
 
 
@@ -115,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Overlay the error CDFs of tokenizer runs.")
     parser.add_argument("runs", nargs="+", help="evaluation directories (with error_cdf.csv)")
     parser.add_argument("--labels", nargs="*", help="one label per run (default: dir names)")
-    parser.add_argument("--out", required=True, help="PNG to write")
+    parser.add_argument("--out", required=True, help="PNG to write (and a PDF beside it)")
     args = parser.parse_args(argv)
     labels = args.labels or [Path(r).name for r in args.runs]
     if len(labels) != len(args.runs):

@@ -8,12 +8,14 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from hepexp.plotting import label_plots_for_source
 from hepexp.run.common import (
     build_datamodule,
     format_metrics,
     log,
     model_from_checkpoint,
 )
+from hepexp.run.wandb_logging import log_evaluation_to_wandb
 from hepexp.utils.io import write_json
 
 
@@ -53,6 +55,7 @@ def overrides_of(cfg: DictConfig) -> DictConfig:
 def evaluate(cfg: DictConfig) -> dict:
     """Evaluate ``cfg.ckpt_path`` on ``cfg.split``; write metrics.json and plots to the run dir."""
     model, run_cfg = model_from_checkpoint(cfg.ckpt_path, overrides_of(cfg))
+    label_plots_for_source(run_cfg.data.get("source"))
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed)
     out_dir = Path(cfg.paths.output_dir)
@@ -65,4 +68,5 @@ def evaluate(cfg: DictConfig) -> dict:
     metrics = {"checkpoint": str(Path(cfg.ckpt_path).resolve()), "split": cfg.split, **metrics}
     write_json(out_dir / "metrics.json", metrics)
     log.info("%s", format_metrics(metrics, f"Evaluation ({out_dir})"))
+    log_evaluation_to_wandb(cfg, metrics, out_dir)
     return metrics

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hepexp import __version__
 from hepexp.loggers import finish_wandb
+from hepexp.plotting import label_plots_for_source
 from hepexp.run.common import (
     CHECKPOINT_KEY,
     build_datamodule,
@@ -27,12 +28,14 @@ from hepexp.run.common import (
     log,
     plain_config,
 )
+from hepexp.run.wandb_logging import log_evaluation_to_loggers, wandb_run_info
 from hepexp.sweep.trial import OptunaPruning, active_trial, label_loggers, trial_summary
 from hepexp.utils.io import write_json
 
 
 class ConfigInCheckpoint(pl.Callback):
-    """Stores the resolved run config (plain data) in every checkpoint."""
+    """Stores the resolved run config (plain data) and the W&B run, if any, in every
+    checkpoint."""
 
     def __init__(self, config: dict) -> None:
         self.config = config
@@ -41,6 +44,8 @@ class ConfigInCheckpoint(pl.Callback):
         self, trainer: pl.Trainer, module: pl.LightningModule, checkpoint: dict
     ) -> None:
         checkpoint[CHECKPOINT_KEY] = {"config": self.config, "version": __version__}
+        if (run := wandb_run_info(trainer)) is not None:
+            checkpoint[CHECKPOINT_KEY]["wandb"] = run  # evaluate.py logs to this run
 
 
 def _launched_externally() -> bool:
@@ -103,6 +108,7 @@ def train(cfg: DictConfig) -> float | None:
         torch.set_num_threads(cfg.num_threads)
     if cfg.get("float32_matmul_precision"):
         torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
+    label_plots_for_source(cfg.data.get("source"))
 
     output_dir = Path(cfg.paths.output_dir)
     config = plain_config(cfg)
@@ -164,6 +170,7 @@ def _evaluate_best(cfg: DictConfig, trainer: pl.Trainer, output_dir: Path) -> di
     eval_dir.mkdir(parents=True, exist_ok=True)
     results = model.evaluate(evaluation_trainer(cfg.trainer, eval_dir), datamodule, eval_dir)
     write_json(eval_dir / "metrics.json", results)
+    log_evaluation_to_loggers(trainer, results, eval_dir)
     log.info(
         "%s", format_metrics(results, f"Evaluation of {best or 'the final model'} (test split)")
     )
