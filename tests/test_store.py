@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 from hepexp.data.store import RecordStore, RecordStoreWriter
+from hepexp.utils.io import atomic_path
 
 
 def test_ragged_records_round_trip(tmp_path: Path) -> None:
@@ -45,3 +47,13 @@ def test_inconsistent_records_are_rejected(tmp_path: Path) -> None:
         writer.append({"a": np.zeros((3, 2)), "b": np.zeros(3)})
     with pytest.raises(ValueError, match="differ from"):
         writer.append({"a": np.zeros(3)})
+
+
+def test_atomic_path_gives_the_usual_file_permissions(tmp_path: Path) -> None:
+    mask = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "out.txt") as tmp:
+            tmp.write_text("x")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "out.txt").stat().st_mode & 0o777 == 0o644
