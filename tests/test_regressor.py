@@ -68,7 +68,8 @@ def test_training_learns_tracks(trained) -> None:
     assert metrics["n_events"] == 24
     assert metrics["trackml_score"] > 0.6, metrics
     assert metrics["double_majority"] > 0.7, metrics
-    assert metrics["residual_sigma_theta"] < 0.3
+    assert metrics["residual_std_theta"] < 0.3
+    assert metrics["residual_rms_theta"] >= metrics["residual_std_theta"] > 0
     for key in ("perfect", "lhc", "double_majority_pt0.9", "perfect_pt0.9", "lhc_pt0.9"):
         assert 0 <= metrics[key] <= 1, key
     assert metrics["time_model_ms_per_event"] > 0 and metrics["time_clustering_ms_per_event"] > 0

@@ -3,8 +3,10 @@
 - TrackML (:mod:`hepexp.metrics.trackml`): :func:`score_event` (the official score),
   :func:`hit_weights`, :func:`efficiencies` / :func:`aggregate_efficiencies`,
   :func:`match_particles`, :func:`match_clusters`.
-- Jets (:mod:`hepexp.metrics.jets`): :func:`residual_metrics` (mean, RMS, sigma68 of the
-  residuals of m, pt, E, phi, eta), :func:`residuals`, :func:`summarize`, :func:`jet_energy`.
+- Jets (:mod:`hepexp.metrics.jets`): :func:`residual_metrics` (mean, RMS, std, sigma68 of the
+  residuals of m, pt, E, phi, eta), :func:`residuals`, :func:`jet_energy`.
+- Statistics (:mod:`hepexp.metrics.stats`): :func:`summarize` (mean, RMS, std, sigma68 of any
+  residuals), :func:`clopper_pearson` and :func:`efficiency_errors` (binomial intervals).
 - Hit tokenizers (:mod:`hepexp.metrics.vqvae`): :func:`hit_errors`, :func:`error_summary`,
   :func:`error_cdf`.
 - Photon timing (:mod:`hepexp.metrics.timing`, imported on first use: it needs torch):
@@ -15,7 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from hepexp.metrics.jets import jet_energy, residual_metrics, residuals, summarize
+from hepexp.metrics.jets import jet_energy, residual_metrics, residuals
+from hepexp.metrics.stats import clopper_pearson, efficiency_errors, summarize
 from hepexp.metrics.trackml import (
     aggregate_efficiencies,
     efficiencies,
@@ -37,7 +40,9 @@ _TIMING = (
 
 __all__ = [
     "aggregate_efficiencies",
+    "clopper_pearson",
     "efficiencies",
+    "efficiency_errors",
     "error_cdf",
     "error_summary",
     "hit_errors",

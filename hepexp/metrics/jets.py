@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from hepexp.metrics.stats import summarize
+
 #: Variables compared by relative residual (out - in) / in; the others by absolute residual.
 RELATIVE = ("m", "pt", "E")
 ABSOLUTE = ("phi", "eta")
@@ -33,27 +35,6 @@ def residuals(true: dict[str, np.ndarray], pred: dict[str, np.ndarray]) -> dict[
     out["eta"] = pred["eta"] - true["eta"]
     out["phi"] = np.angle(np.exp(1j * (pred["phi"] - true["phi"])))
     return out
-
-
-def summarize(values: np.ndarray) -> dict[str, float]:
-    """Mean, RMS, standard deviation and sigma68 (half the central 68% width) of finite values."""
-    v = values[np.isfinite(values)]
-    if v.size == 0:
-        return {
-            "mean": float("nan"),
-            "rms": float("nan"),
-            "std": float("nan"),
-            "sigma68": float("nan"),
-            "n": 0,
-        }
-    lo, hi = np.quantile(v, [0.16, 0.84])
-    return {
-        "mean": float(v.mean()),
-        "rms": float(np.sqrt(np.mean(v**2))),
-        "std": float(v.std()),
-        "sigma68": float((hi - lo) / 2),
-        "n": int(v.size),
-    }
 
 
 def residual_metrics(true: dict[str, np.ndarray], pred: dict[str, np.ndarray]) -> dict[str, float]:

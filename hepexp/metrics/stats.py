@@ -1,4 +1,5 @@
-"""Counting statistics: binomial confidence intervals for efficiencies."""
+"""Statistics of results: spreads of residuals (std, RMS, sigma68) and binomial confidence
+intervals for efficiencies."""
 
 from __future__ import annotations
 
@@ -40,3 +41,24 @@ def efficiency_errors(
         eff = k / n
     lower, upper = clopper_pearson(k, n, level)
     return eff, np.stack([eff - lower, upper - eff])
+
+
+def summarize(values: np.ndarray) -> dict[str, float]:
+    """Mean, RMS, standard deviation and sigma68 (half the central 68% width) of finite values."""
+    v = values[np.isfinite(values)]
+    if v.size == 0:
+        return {
+            "mean": float("nan"),
+            "rms": float("nan"),
+            "std": float("nan"),
+            "sigma68": float("nan"),
+            "n": 0,
+        }
+    lo, hi = np.quantile(v, [0.16, 0.84])
+    return {
+        "mean": float(v.mean()),
+        "rms": float(np.sqrt(np.mean(v**2))),
+        "std": float(v.std()),
+        "sigma68": float((hi - lo) / 2),
+        "n": int(v.size),
+    }

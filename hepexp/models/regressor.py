@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from hepexp.data.trackml import views
 from hepexp.data.trackml.datamodule import EventHitsCollate
+from hepexp.metrics.stats import summarize
 from hepexp.metrics.trackml import efficiencies, match_particles, score_event
 from hepexp.models.attention import SetTransformer
 from hepexp.models.base import HEPModule
@@ -548,10 +549,10 @@ class TransformerRegressor(HEPModule):
                 metrics[f"{key}{name}"] = agg[key]
             metrics[f"n_particles{name}"] = agg["n_particles"]
         residuals, sigmas = self._residuals(events)
-        metrics.update({f"residual_sigma_{k}": v for k, v in sigmas.items()})
-        metrics.update(
-            {f"residual_sigma68_{k}": _sigma68(r) for k, r in residuals.items() if r.size}
-        )
+        for name, values in residuals.items():  # the published sigma is a std; sigma68 beside it
+            spread = summarize(values)
+            for stat in ("mean", "rms", "std", "sigma68"):
+                metrics[f"residual_{stat}_{name}"] = spread[stat]
 
         plot_efficiencies(pd.concat(tables, ignore_index=True), out_dir / "efficiency.png")
         if residuals:
@@ -718,9 +719,3 @@ def _check_order(events: list[dict], event_ids: list[int], split: str) -> None:
             f"split '{split}': the loader's events {got[:5]}... differ from "
             f"datamodule.events' {list(event_ids)[:5]}...; both must follow dataset order"
         )
-
-
-def _sigma68(values: np.ndarray) -> float:
-    """Half the width of the central 68% interval."""
-    lo, hi = np.quantile(values, [0.16, 0.84])
-    return float(0.5 * (hi - lo))
