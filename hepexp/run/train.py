@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hepexp import __version__
+from hepexp.errors import ConfigError
 from hepexp.loggers import finish_wandb
 from hepexp.plotting import label_plots_for_source
 from hepexp.run.common import (
@@ -91,12 +93,54 @@ def optimized_value(trainer: pl.Trainer, metric: str | None) -> float | None:
     return None if value is None else float(value)
 
 
+def seconds_of(duration: str | float | int) -> float:
+    """Seconds of a duration given as ``"DD:HH:MM:SS"`` (as ``trainer.max_time``) or a number."""
+    if isinstance(duration, int | float):
+        return float(duration)
+    parts = str(duration).split(":")
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        values = []
+    if not 1 <= len(values) <= 4:
+        raise ConfigError(f"expected a duration 'DD:HH:MM:SS' or seconds, got {duration!r}")
+    return sum(v * f for v, f in zip(reversed(values), (1, 60, 3600, 86400), strict=False))
+
+
+def fit_into_budget(cfg: DictConfig, datamodule: pl.LightningDataModule, start: float) -> None:
+    """Fit the whole job into ``cfg.time_budget``: prepare the data now, then give training what
+    is left of the budget minus ``cfg.time_reserve`` seconds (the calibration and the test after
+    it), as ``trainer.max_time`` (the smaller one if that is set too)."""
+    budget = seconds_of(cfg.time_budget)
+    reserve = float(cfg.get("time_reserve") or 0.0)
+    datamodule.prepare_data()
+    prepared = time.monotonic() - start
+    left = budget - prepared - reserve
+    if cfg.trainer.get("max_time") is not None:
+        left = min(left, seconds_of(cfg.trainer.max_time))
+    if left < 1:
+        raise ConfigError(
+            f"time_budget {cfg.time_budget}: nothing is left for training after {prepared:.0f} s "
+            f"of data preparation and time_reserve {reserve:.0f} s"
+        )
+    with open_dict(cfg):
+        cfg.trainer.max_time = {"seconds": int(left)}
+    log.info(
+        "time budget %s: %.0f s of data preparation, %d s of training, %.0f s reserved after it",
+        cfg.time_budget,
+        prepared,
+        int(left),
+        reserve,
+    )
+
+
 def train(cfg: DictConfig) -> float | None:
     """Train the configured model; return the optimised validation metric (for sweepers).
 
     Inside an Optuna sweep (see :mod:`hepexp.sweep`) the monitored metric is reported to the
     trial after each validation, and ``optuna.TrialPruned`` is raised if the pruner stopped it.
     """
+    start = time.monotonic()
     view = check_pairing(cfg)
     guard_multirun_ddp(cfg)
     trial = active_trial()
@@ -113,6 +157,8 @@ def train(cfg: DictConfig) -> float | None:
     output_dir = Path(cfg.paths.output_dir)
     config = plain_config(cfg)
     datamodule = build_datamodule(cfg.data, view)
+    if cfg.get("time_budget") is not None:
+        fit_into_budget(cfg, datamodule, start)
     model = build_model(cfg.model)
     callbacks = _instantiate_dict(cfg.get("callbacks")) + [ConfigInCheckpoint(config)]
     if trial is not None:
@@ -142,6 +188,7 @@ def train(cfg: DictConfig) -> float | None:
         if trainer.is_global_zero:
             if cfg.get("evaluate_after") and not trainer.fast_dev_run:
                 metrics.update(_evaluate_best(cfg, trainer, output_dir))
+            metrics["job_seconds"] = time.monotonic() - start
             write_json(output_dir / "metrics.json", metrics)
             log.info("%s", format_metrics(metrics, f"Metrics ({output_dir})"))
             if trial is not None and value is not None:
