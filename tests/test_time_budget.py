@@ -10,7 +10,7 @@ import torch
 
 from hepexp.errors import ConfigError
 from hepexp.run.common import build_datamodule, check_pairing
-from hepexp.run.train import fit_into_budget, seconds_of
+from hepexp.run.train import duration_string, fit_into_budget, seconds_of
 
 from .conftest import TINY_DATA, compose_config, run_entrypoint
 
@@ -20,6 +20,7 @@ def test_seconds_of_durations() -> None:
     assert seconds_of("01:30") == 90
     assert seconds_of("1:02:03:04") == 86400 + 2 * 3600 + 3 * 60 + 4
     assert seconds_of(42) == 42.0
+    assert duration_string(86400 + 3 * 3600 + 62.7) == "01:03:01:02"
     with pytest.raises(ConfigError, match="DD:HH:MM:SS"):
         seconds_of("ten minutes")
 
@@ -34,7 +35,7 @@ def _jet_config(tmp_path: Path, *overrides: str):
 def test_training_gets_the_budget_left_after_data_preparation(tmp_path: Path) -> None:
     cfg, datamodule = _jet_config(tmp_path, "time_budget=00:00:05:00", "time_reserve=30")
     fit_into_budget(cfg, datamodule, start=time.monotonic() - 20.0)
-    seconds = cfg.trainer.max_time["seconds"]
+    seconds = seconds_of(cfg.trainer.max_time)
     assert 300 - 30 - 20 - 15 <= seconds <= 300 - 30 - 20  # preparation took < 15 s
     assert (tmp_path / "data" / "atlas_jets").exists(), "the data were prepared inside the budget"
     # an explicit, shorter trainer.max_time wins
@@ -42,7 +43,7 @@ def test_training_gets_the_budget_left_after_data_preparation(tmp_path: Path) ->
         tmp_path, "time_budget=00:00:05:00", "trainer.max_time=00:00:00:40"
     )
     fit_into_budget(cfg, datamodule, start=time.monotonic())
-    assert cfg.trainer.max_time["seconds"] == 40
+    assert cfg.trainer.max_time == "00:00:00:40"
 
 
 def test_a_budget_too_small_for_training_is_an_error(tmp_path: Path) -> None:

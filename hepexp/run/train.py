@@ -107,6 +107,14 @@ def seconds_of(duration: str | float | int) -> float:
     return sum(v * f for v, f in zip(reversed(values), (1, 60, 3600, 86400), strict=False))
 
 
+def duration_string(seconds: float) -> str:
+    """``"DD:HH:MM:SS"`` of whole seconds (the format of ``trainer.max_time``)."""
+    rest, secs = divmod(int(seconds), 60)
+    rest, minutes = divmod(rest, 60)
+    days, hours = divmod(rest, 24)
+    return f"{days:02d}:{hours:02d}:{minutes:02d}:{secs:02d}"
+
+
 def fit_into_budget(cfg: DictConfig, datamodule: pl.LightningDataModule, start: float) -> None:
     """Fit the whole job into ``cfg.time_budget``: prepare the data now, then give training what
     is left of the budget minus ``cfg.time_reserve`` seconds (the calibration and the test after
@@ -124,7 +132,7 @@ def fit_into_budget(cfg: DictConfig, datamodule: pl.LightningDataModule, start: 
             f"of data preparation and time_reserve {reserve:.0f} s"
         )
     with open_dict(cfg):
-        cfg.trainer.max_time = {"seconds": int(left)}
+        cfg.trainer.max_time = duration_string(left)
     log.info(
         "time budget %s: %.0f s of data preparation, %d s of training, %.0f s reserved after it",
         cfg.time_budget,
