@@ -1,16 +1,6 @@
-"""Evaluate a trained model: ``python evaluate.py ckpt_path=<run>/checkpoints/best.ckpt``."""
+"""Evaluate a trained model: ``python evaluate.py ckpt_path=<run>/checkpoints/best.ckpt`` (installed: ``hepexp-evaluate``)."""
 
-import hydra
-from omegaconf import DictConfig
-
-import hepexp.run  # noqa: F401  (registers config resolvers)
-from hepexp.run.evaluate import evaluate
-
-
-@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
-def main(cfg: DictConfig) -> None:
-    evaluate(cfg)
-
+from hepexp.cli import evaluate_main
 
 if __name__ == "__main__":
-    main()
+    evaluate_main()

@@ -30,16 +30,18 @@ def load_model(
 
     ``overrides`` are merged over the stored config before the model is built, as a nested
     mapping (``{"model": {"clustering": {"n_jobs": 1}}}``) or dotted ``key=value`` strings
-    (``["model.clustering.n_jobs=1"]``); null values are ignored.
+    (``["model.clustering.n_jobs=1"]``), as on evaluate.py's command line: a null clears a
+    value, a dotted key must exist in the stored config.
     """
+    must_exist: set[str] = set()
     if overrides is None:
         extra = None
     elif isinstance(overrides, Mapping):
         extra = OmegaConf.create(dict(overrides))
     else:
-        extra = OmegaConf.from_dotlist(
-            [overrides] if isinstance(overrides, str) else list(overrides)
-        )
-    model, config = model_from_checkpoint(ckpt_path, extra)
+        dotlist = [overrides] if isinstance(overrides, str) else list(overrides)
+        extra = OmegaConf.from_dotlist(dotlist)
+        must_exist = {item.split("=", 1)[0] for item in dotlist}
+    model, config = model_from_checkpoint(ckpt_path, extra, must_exist)
     model.run_config = config
     return model.to(device).eval()

@@ -14,9 +14,10 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 import hepexp.run  # noqa: F401  (registers resolvers)
+from hepexp.run.common import plain_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF_DIR = ROOT / "conf"
+CONF_DIR = ROOT / "hepexp" / "conf"
 # ../shared beside the repository; HEPEXP_SHARED overrides it (e.g. for git worktrees)
 SHARED = Path(os.environ.get("HEPEXP_SHARED", ROOT.parent / "shared"))
 
@@ -55,8 +56,11 @@ def compose_config(
 ) -> DictConfig:
     """Compose a config like the CLI would, with data and logs under ``tmp_path``."""
     GlobalHydra.instance().clear()
+    overrides = list(overrides or [])
+    if config_name in ("evaluate", "convert"):  # as their command lines do
+        overrides = plain_overrides(overrides)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name, overrides=overrides or [], return_hydra_config=True)
+        cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(tmp_path / "out")
         cfg.hydra.runtime.cwd = str(tmp_path)

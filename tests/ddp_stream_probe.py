@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, get_worker_info
 import hepexp.run  # noqa: F401  (registers resolvers)
 from hepexp.data.streaming import ParquetStream
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+CONF_DIR = Path(__file__).resolve().parents[1] / "hepexp" / "conf"
 
 
 def to_batch(table) -> dict:

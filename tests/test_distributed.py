@@ -59,7 +59,7 @@ def test_run_dir_is_the_slurm_job_on_every_rank(tmp_path: Path) -> None:
     """Every rank of a SLURM job resolves the same run directory (fresh processes)."""
     code = (
         "import hepexp.run; from hydra import compose, initialize_config_dir;"
-        f"initialize_config_dir(config_dir={str(ROOT / 'conf')!r}, version_base='1.3');"
+        f"initialize_config_dir(config_dir={str(ROOT / 'hepexp' / 'conf')!r}, version_base='1.3');"
         "cfg = compose('train', return_hydra_config=True); print(cfg.hydra.run.dir)"
     )
     dirs = set()

@@ -171,7 +171,7 @@ def test_every_model_has_a_search() -> None:
     folder = CONF_DIR / "model"
     models = {p.stem for p in folder.glob("*.yaml") if not _is_preset(folder, p.stem)}
     missing = models - {s.removesuffix("_optuna") for s in SEARCHES}
-    assert not missing, f"add conf/hparams_search/<model>_optuna.yaml for {sorted(missing)}"
+    assert not missing, f"add hepexp/conf/hparams_search/<model>_optuna.yaml for {sorted(missing)}"
 
 
 def _is_preset(folder: Path, name: str) -> bool:

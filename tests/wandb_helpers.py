@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,9 +37,21 @@ def _put(values: dict, item) -> None:
     values[path[-1]] = json.loads(item.value_json)
 
 
-def wandb_run(run_dir: Path) -> dict:
+def wandb_run(run_dir: Path, wait_s: float = 30.0) -> dict:
     """Id, group, name, job type, config, summary, history rows, saved files and artifacts
-    (type, name) of an offline W&B run, read from its log."""
+    (type, name) of an offline W&B run, read from its log.
+
+    W&B's service process may still be writing the log when ``finish()`` returns on a loaded
+    machine: the log is read again until it holds the run record, for at most ``wait_s``."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        info = _read_run(run_dir)
+        if "id" in info or time.monotonic() > deadline:
+            return info
+        time.sleep(0.5)
+
+
+def _read_run(run_dir: Path) -> dict:
     from wandb.proto import wandb_internal_pb2
 
     info: dict = {"config": {}, "summary": {}, "history": [], "files": set(), "artifacts": []}

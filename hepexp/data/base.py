@@ -14,11 +14,15 @@ from hepexp.errors import ConfigError
 class HEPDataModule(pl.LightningDataModule):
     """A data source that serves the view a model asks for.
 
-    Subclasses list the views they can produce in ``views`` (name -> one-line description) and
-    build the datasets of the requested ``view`` in ``setup``.
+    Subclasses list the views they can produce in ``views`` (name -> one-line description),
+    the config keys that name training files besides ``source`` in ``file_keys``, and build the
+    datasets of the requested ``view`` in ``setup``.
     """
 
     views: ClassVar[dict[str, str]] = {}
+    #: config keys naming files besides ``source`` (e.g. a jet table's ``train_path``): a new
+    #: ``data.source`` given to evaluate.py / convert.py clears them unless they are given too
+    file_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -14,7 +17,8 @@ from hepexp.errors import ConfigError, DataError
 
 log = logging.getLogger("hepexp")
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+#: the config tree, shipped inside the package (Hydra finds it as ``pkg://hepexp.conf``)
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 CHECKPOINT_KEY = "hepexp"
 
 
@@ -98,31 +102,95 @@ def load_checkpoint(path: str | Path) -> dict:
     return checkpoint
 
 
+#: the groups of a checkpoint's config that evaluate.py and convert.py take overrides of
+CHECKPOINT_GROUPS = ("data", "model")
+
+
+def plain_overrides(args: Sequence[str]) -> list[str]:
+    """Command-line arguments of evaluate.py / convert.py with ``data.<key>=value`` and
+    ``model.<key>=value`` turned into Hydra force-adds (``++``), so that any key of the
+    checkpoint's config can be overridden without ``+`` (``null`` clears a value)."""
+    out = []
+    for arg in args:
+        key = arg.split("=", 1)[0]
+        if "=" in arg and "." in key and key.split(".", 1)[0] in CHECKPOINT_GROUPS:
+            arg = "++" + arg
+        out.append(arg)
+    return out
+
+
+def checkpoint_overrides(cfg: DictConfig) -> tuple[DictConfig, set[str]]:
+    """The ``data``/``model`` values of an evaluate/convert config (nulls included) and the keys
+    given plainly (``data.x=1``, which must exist in the checkpoint's config, unlike ``+data.x=1``)."""
+    values = OmegaConf.create({k: cfg.get(k) or {} for k in CHECKPOINT_GROUPS})
+    plain: set[str] = set()
+    if HydraConfig.initialized():
+        for arg in HydraConfig.get().overrides.task:
+            key = arg.split("=", 1)[0]
+            if key.startswith("+") and not key.startswith("++"):
+                continue  # a deliberate addition
+            key = key.lstrip("+")
+            if key.split(".", 1)[0] in CHECKPOINT_GROUPS and "." in key:
+                plain.add(key)
+    return values, plain
+
+
+def merge_overrides(
+    stored: DictConfig, overrides: DictConfig | None, must_exist: set[str] | frozenset = frozenset()
+) -> DictConfig:
+    """``stored`` (a checkpoint's config) with ``overrides`` merged over it.
+
+    Keys in ``must_exist`` (dotted) must be keys of ``stored``: an unknown one is an error that
+    lists the close ones. A new ``data.source`` means the new files and nothing of the training
+    files: the data source's ``file_keys`` (e.g. a jet table's ``train_path``) are cleared
+    unless they are overridden too."""
+    if overrides is None:
+        return stored
+    missing = object()
+    for key in sorted(must_exist):
+        if OmegaConf.select(stored, key, default=missing) is missing:
+            group = key.split(".", 1)[0]
+            candidates = list(_dotted_keys(stored.get(group) or {}, group))
+            close = difflib.get_close_matches(key, candidates, n=5, cutoff=0.6)
+            hint = f"; close ones: {', '.join(close)}" if close else ""
+            raise ConfigError(
+                f"'{key}' is not a key of the checkpoint's config{hint} "
+                f"(add a new key deliberately with +{key}=...)"
+            )
+    merged = OmegaConf.merge(stored, overrides)
+    data_overrides = overrides.get("data") or {}
+    if "source" in data_overrides and "_target_" in merged.get("data", {}):
+        for key in _class_attr(merged.data._target_, "file_keys"):
+            if key in merged.data and key not in data_overrides:
+                merged.data[key] = None
+    return merged
+
+
+def _dotted_keys(node: Any, prefix: str):
+    for key, value in node.items():
+        yield f"{prefix}.{key}"
+        if isinstance(value, DictConfig | dict):
+            yield from _dotted_keys(value, f"{prefix}.{key}")
+
+
 def model_from_checkpoint(
-    path: str | Path, overrides: DictConfig | None = None
+    path: str | Path,
+    overrides: DictConfig | None = None,
+    must_exist: set[str] | frozenset = frozenset(),
 ) -> tuple[Any, DictConfig]:
     """Rebuild the trained model and its config from a checkpoint alone.
 
-    ``overrides`` (e.g. ``{"model": {...}, "data": {...}}``) are merged over the stored config;
-    ``None`` values in them are ignored.
+    ``overrides`` (e.g. ``{"model": {...}, "data": {...}}``) are merged over the stored config
+    (a null clears a value; see :func:`merge_overrides` for ``must_exist`` and ``data.source``).
     """
     checkpoint = load_checkpoint(path)
-    cfg = OmegaConf.create(checkpoint[CHECKPOINT_KEY]["config"])
-    if overrides is not None:
-        cfg = OmegaConf.merge(cfg, _drop_nulls(overrides))
+    cfg = merge_overrides(
+        OmegaConf.create(checkpoint[CHECKPOINT_KEY]["config"]), overrides, must_exist
+    )
     model = build_model(cfg.model)
     model.load_state_dict(checkpoint["state_dict"])
     model.eval()
     return model, cfg
-
-
-def _drop_nulls(cfg: DictConfig) -> DictConfig:
-    def clean(node: Any) -> Any:
-        if isinstance(node, dict):
-            return {k: clean(v) for k, v in node.items() if v is not None and clean(v) != {}}
-        return node
-
-    return OmegaConf.create(clean(OmegaConf.to_container(cfg, resolve=True)))
 
 
 def format_metrics(metrics: dict, title: str) -> str:

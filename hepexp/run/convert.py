@@ -7,8 +7,12 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from hepexp.run.common import build_datamodule, log, model_from_checkpoint
-from hepexp.run.evaluate import overrides_of
+from hepexp.run.common import (
+    build_datamodule,
+    checkpoint_overrides,
+    log,
+    model_from_checkpoint,
+)
 from hepexp.utils.io import write_json
 
 
@@ -17,7 +21,7 @@ def convert(cfg: DictConfig) -> dict:
 
     The model runs on ``cfg.device`` (default: the GPU when there is one); the returned summary
     is also written to ``convert.json`` in the run directory."""
-    model, run_cfg = model_from_checkpoint(cfg.ckpt_path, overrides_of(cfg))
+    model, run_cfg = model_from_checkpoint(cfg.ckpt_path, *checkpoint_overrides(cfg))
     device = cfg.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     datamodule = build_datamodule(run_cfg.data, model.view)

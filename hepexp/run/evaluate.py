@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from hepexp.plotting import label_plots_for_source
 from hepexp.run.common import (
     build_datamodule,
+    checkpoint_overrides,
     format_metrics,
     log,
     model_from_checkpoint,
@@ -47,14 +48,9 @@ def evaluation_trainer(
     )
 
 
-def overrides_of(cfg: DictConfig) -> DictConfig:
-    """The ``data``/``model`` keys given on the command line, to merge over the stored config."""
-    return OmegaConf.create({k: cfg.get(k) or {} for k in ("data", "model")})
-
-
 def evaluate(cfg: DictConfig) -> dict:
     """Evaluate ``cfg.ckpt_path`` on ``cfg.split``; write metrics.json and plots to the run dir."""
-    model, run_cfg = model_from_checkpoint(cfg.ckpt_path, overrides_of(cfg))
+    model, run_cfg = model_from_checkpoint(cfg.ckpt_path, *checkpoint_overrides(cfg))
     label_plots_for_source(run_cfg.data.get("source"))
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed)

@@ -1,7 +1,7 @@
 """The Hydra sweeper plugin: ``python train.py -m hparams_search=<model>_optuna``.
 
 Hydra finds sweepers only in the ``hydra_plugins`` namespace, so the class lives here; the
-work is done by :mod:`hepexp.sweep`. Its config is ``conf/hydra/sweeper/optuna.yaml``.
+work is done by :mod:`hepexp.sweep`. Its config is ``hepexp/conf/hydra/sweeper/optuna.yaml``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ _DIRECTIONS = {"min": "minimize", "max": "maximize", "minimize": "minimize", "ma
 class OptunaSweeper(Sweeper):
     """Runs ``n_trials`` trials of an Optuna study, ``n_jobs`` at a time, through the launcher.
 
-    Parameters mirror ``conf/hydra/sweeper/optuna.yaml``: ``direction`` (min/max),
+    Parameters mirror ``hepexp/conf/hydra/sweeper/optuna.yaml``: ``direction`` (min/max),
     ``study_name``, ``storage`` (SQLAlchemy URL; null: ``optuna.db`` in the sweep dir),
     ``n_trials`` (the study's total, shared by every process attached to it), ``n_jobs``
     (trials per launcher batch), ``max_failure_rate`` (stop once more than this fraction of

@@ -52,6 +52,7 @@ class JetDataModule(HEPDataModule):
     """
 
     views = {"jet_vectors": "one jet per sample: (m, pt, phi, eta) with m, pt in GeV"}
+    file_keys = ("train_path", "val_path", "test_path")
 
     def __init__(
         self,
