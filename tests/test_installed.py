@@ -63,10 +63,16 @@ def test_installed_commands_train_and_evaluate_from_an_empty_directory(installed
     venv, env = installed
     work = tmp_path / "project"
     work.mkdir()
-    where = _run(
-        [str(venv / "bin/python"), "-c", "import hepexp; print(hepexp.__file__)"], work, env
+    probe = (
+        "import hepexp, hydra_plugins.hepexp_optuna_sweeper as sweeper;"
+        "from hydra.core.plugins import Plugins; from hydra.plugins.sweeper import Sweeper;"
+        "print(hepexp.__file__); print(sweeper.__file__);"
+        "print([s.__name__ for s in Plugins.instance().discover(Sweeper)])"
     )
-    assert Path(where.strip()).is_relative_to(venv), "the wheel's hepexp, not the repository's"
+    out = _run([str(venv / "bin/python"), "-c", probe], work, env).splitlines()
+    package, plugin, sweepers = out[:3]
+    assert Path(package).is_relative_to(venv), "the wheel's hepexp, not the repository's"
+    assert Path(plugin).is_relative_to(venv) and "OptunaSweeper" in sweepers, "our sweeper ships"
 
     _run(["hepexp-train", "debug=fdr", *JETS], work, env)
     assert sorted(p.name for p in work.iterdir()) == ["data", "logs"]
