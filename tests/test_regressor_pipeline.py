@@ -12,7 +12,7 @@ import torch
 
 from hepexp.run.common import load_checkpoint
 
-from .conftest import SHARED, run_entrypoint
+from .conftest import SHARED, require, run_entrypoint
 
 TINY = [
     "model=regressor_flash",
@@ -113,8 +113,7 @@ def test_convert_writes_predictions_and_submission(run: Path) -> None:
 def test_real_event_as_subevents(run: Path) -> None:
     """A model trained only on simulation, scored on the real event cut into TML sub-events."""
     real = SHARED / "data" / "trackml"
-    if not (real / "event000000001-hits.csv.gz").exists():
-        pytest.skip(f"{real} is absent (../shared is not part of a fresh clone)")
+    require((real / "event000000001-hits.csv.gz").exists(), f"{real} holds no real TrackML event")
     ckpt = run / "logs/train/runs/reg/checkpoints/best.ckpt"
     run_entrypoint(
         "evaluate.py",

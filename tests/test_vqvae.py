@@ -19,7 +19,7 @@ from hepexp.run.convert import convert
 from hepexp.run.evaluate import evaluate
 from hepexp.run.train import train
 
-from .conftest import SHARED, compose_config
+from .conftest import SHARED, compose_config, require
 
 TINY_MODEL = {"num_codes": 64, "dim": 4, "restart_after": 5, "kmeans_init": True}
 
@@ -298,8 +298,7 @@ def test_convert_tokens_and_back(tiny_run: dict) -> None:
 @pytest.mark.slow
 def test_evaluate_on_the_real_event(tiny_run: dict, tmp_path: Path) -> None:
     real = SHARED / "data" / "trackml"
-    if not (real / "event000000001-hits.csv.gz").exists():
-        pytest.skip(f"{real} is absent (../shared is not part of a fresh clone)")
+    require((real / "event000000001-hits.csv.gz").exists(), f"{real} holds no real TrackML event")
     ckpt = tiny_run["run"] / "checkpoints" / "best.ckpt"
     cfg = compose_config(
         tmp_path,
