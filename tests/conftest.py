@@ -39,6 +39,11 @@ TINY_DATA = {
 }
 
 
+#: run_entrypoint(env=ONE_THREAD) for the tiny pipeline runs: on shared cores, one torch thread
+#: trains them several times faster than two
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
+
+
 # -- what CI must have: a skip on a developer's clone, a failure under CI=true ------------------
 # CI runs with ../shared beside the clone and a PostgreSQL server; a test that skipped there
 # would let the run pass without checking anything.

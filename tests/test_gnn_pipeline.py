@@ -15,7 +15,7 @@ from hepexp.errors import ConfigError
 from hepexp.metrics.trackml import score_event
 from hepexp.run.common import build_model, model_from_checkpoint
 
-from .conftest import run_entrypoint
+from .conftest import ONE_THREAD, run_entrypoint
 
 #: 16 training, 2 validation and 2 test events of ~140 particles: dense enough that a GNN
 #: which does not tell edges apart builds poor tracks
@@ -32,8 +32,6 @@ TINY = [
     "trainer.max_epochs=5",
     "trainer.accelerator=cpu",
 ]
-#: one thread: this tiny model runs several times faster than with two on shared cores
-ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 
 
 @pytest.fixture(scope="module")
