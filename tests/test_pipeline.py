@@ -223,7 +223,7 @@ def test_ddp_sim_trains_two_processes(tmp_path: Path) -> None:
     # 3000 jets / 2 ranks / 100 per batch = 15 steps per epoch on each rank
     assert ckpt["global_step"] == 30
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["val/loss"] < 0.2
+    assert metrics["val/loss"] < 0.05  # measured: 0.014 trained, 0.19 untrained (lr 0)
     # the logged val/loss is synced over ranks: each rank saw half of the validation jets, and
     # the metric equals the loss of the final weights on all 600 of them in one process
     model, cfg = model_from_checkpoint(run / "checkpoints/last.ckpt")
