@@ -130,7 +130,8 @@ def test_torchrun_ranks_share_one_run_dir_and_only_rank_zero_writes(tmp_path: Pa
     assert "Metrics" not in (run / "train.rank1.log").read_text(), "rank 1 reports nothing"
     # 3000 jets / 2 ranks / 100 per batch = 15 steps per epoch on each rank
     assert load_checkpoint(run / "checkpoints/last.ckpt")["global_step"] == 30
-    assert json.loads((run / "metrics.json").read_text())["val/loss"] < 0.2
+    # measured: 0.027 trained, 0.19 untrained (max_lr 0)
+    assert json.loads((run / "metrics.json").read_text())["val/loss"] < 0.08
 
 
 @pytest.mark.slow
