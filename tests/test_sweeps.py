@@ -496,7 +496,7 @@ def postgres(tmp_path_factory: pytest.TempPathFactory):
         if log.exists():
             said += log.read_text(errors="replace")
         shutil.rmtree(home, ignore_errors=True)
-        require(False, f"cannot start a PostgreSQL server here: {err}\n{said[-2000:]}")
+        require(False, f"cannot start a PostgreSQL server here: {err}\n{said.strip()[-2000:]}")
     try:
         run(str(bin_dir / "createdb"), "-h", str(home), "-p", port, "-U", "postgres", "optuna")
         yield f"postgresql+psycopg2://postgres@/optuna?host={home}&port={port}"
