@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -38,12 +40,53 @@ TINY_DATA = {
 }
 
 
+#: run_entrypoint(env=ONE_THREAD) for the tiny pipeline runs: on shared cores, one torch thread
+#: trains them several times faster than two
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
+
+
+# -- what CI must have: a skip on a developer's clone, a failure under CI=true ------------------
+# CI runs with ../shared beside the clone and a PostgreSQL server; a test that skipped there
+# would let the run pass without checking anything.
+
+
+def in_ci() -> bool:
+    """Whether the tests run under CI (CI=true, as CI services set it)."""
+    return os.environ.get("CI") == "true"
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip the test unless ``condition`` holds; under CI fail it instead, with ``reason``."""
+    if condition:
+        return
+    if in_ci():
+        pytest.fail(f"{reason} (CI=true: a failure, not a skip)", pytrace=False)
+    pytest.skip(reason)
+
+
+def require_module(name: str, reason: str) -> ModuleType:
+    """Import ``name``, or :func:`require` fails/skips the test with ``reason``."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as err:
+        require(False, f"{reason} ({err})")
+        raise  # unreachable: require raised
+
+
 def shared_file(*parts: str) -> Path:
-    """A file of ../shared/data, or skip the test when the folder is absent (fresh clones)."""
+    """A file of ../shared/data; absent (a fresh clone without ../shared): see :func:`require`."""
     path = SHARED.joinpath("data", *parts)
-    if not path.exists():
-        pytest.skip(f"{path} is absent (../shared is not part of a fresh clone)")
+    require(path.exists(), f"{path} is absent (../shared beside the repository, or HEPEXP_SHARED)")
     return path
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Under CI, one line saying where the shared data was looked for and what it holds."""
+    if in_ci():
+        data = SHARED / "data"
+        found = sorted(p.name for p in data.iterdir() if p.is_dir()) if data.is_dir() else []
+        held = ", ".join(found) if found else "ABSENT"
+        terminalreporter.write_line(f"shared data ({data.resolve()}): {held}")
 
 
 @pytest.fixture(autouse=True)

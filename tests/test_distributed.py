@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from hepexp.run.common import load_checkpoint
 from hepexp.run.resolvers import process_rank
 
-from .conftest import ROOT, TINY_DATA, compose_config
+from .conftest import ROOT, TINY_DATA, compose_config, require_module
 
 RANK_VARS = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_NTASKS", "SLURM_PROCID")
 
@@ -80,9 +80,7 @@ def test_ddp_gpu_multi_node_config(tmp_path: Path) -> None:
 
 
 def test_slurm_launcher_takes_its_shape_from_the_trainer(tmp_path: Path) -> None:
-    pytest.importorskip(
-        "hydra_plugins.hydra_submitit_launcher", reason="hepexp[slurm] is not installed"
-    )
+    require_module("hydra_plugins.hydra_submitit_launcher", "hepexp[slurm] is not installed")
     cfg = compose_config(
         tmp_path,
         ["hydra/launcher=slurm", "trainer=ddp_gpu", "trainer.devices=4", "trainer.num_nodes=2"],
@@ -132,7 +130,8 @@ def test_torchrun_ranks_share_one_run_dir_and_only_rank_zero_writes(tmp_path: Pa
     assert "Metrics" not in (run / "train.rank1.log").read_text(), "rank 1 reports nothing"
     # 3000 jets / 2 ranks / 100 per batch = 15 steps per epoch on each rank
     assert load_checkpoint(run / "checkpoints/last.ckpt")["global_step"] == 30
-    assert json.loads((run / "metrics.json").read_text())["val/loss"] < 0.2
+    # measured: 0.027 trained, 0.19 untrained (max_lr 0)
+    assert json.loads((run / "metrics.json").read_text())["val/loss"] < 0.08
 
 
 @pytest.mark.slow

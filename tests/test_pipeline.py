@@ -17,18 +17,27 @@ from hepexp.run.common import (
     valid_pairs,
 )
 
-from .conftest import TINY_DATA, run_dirs, run_entrypoint
+from .conftest import ONE_THREAD, TINY_DATA, run_dirs, run_entrypoint
 
 #: the default pair is regressor_flash on trackml; these tests run jet_ae on atlas_jets
 JETS = ["model=jet_ae", "data=atlas_jets", *TINY_DATA["atlas_jets"]]
-QUICK = ["trainer.max_epochs=2", "trainer.accelerator=cpu", "data.batch_size=256"]
+#: 10 short epochs (470 steps of 64 jets): a few seconds, and residuals an untrained model
+#: does not reach
+EPOCHS = 10
+QUICK = [
+    f"trainer.max_epochs={EPOCHS}",
+    "trainer.accelerator=cpu",
+    "data.batch_size=64",
+    "model.optimizer.lr=3e-3",
+]
 
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny jet_ae run shared by the tests below."""
     cwd = tmp_path_factory.mktemp("jets_run")
-    run_entrypoint("train.py", *QUICK, *JETS, cwd=cwd, env={"HEPEXP_RUN_ID": "first"})
+    env = {"HEPEXP_RUN_ID": "first", **ONE_THREAD}
+    run_entrypoint("train.py", *QUICK, *JETS, cwd=cwd, env=env)
     return cwd
 
 
@@ -51,10 +60,18 @@ def test_train_writes_only_under_the_run_dir(trained_run: Path) -> None:
     assert metrics["best/val/loss"] == pytest.approx(
         min(pd.read_csv(run / "csv/metrics.csv")["val/loss"].dropna())
     )
-    # trained for real: residuals far better than a constant guess (after 2 short epochs)
-    assert metrics["test/pt_rel_sigma68"] < 0.5
-    # a constant phi leaves the spread of a uniform angle: sigma68 = 0.68 pi = 2.1 rad
-    assert metrics["test/phi_abs_sigma68"] < 2.1 / 3
+    # trained for real: sigma68 of the residuals well below those of the untrained model
+    # (measured: trained with seeds 42, 1, 2, 3 / untrained (lr 0); the shared latent direction
+    # of m and pT limits them to ~10% with equal loss weights, docs/benchmarks.md)
+    assert metrics["test/pt_rel_sigma68"] < 0.18  # 0.11-0.12 / 0.27
+    assert metrics["test/E_rel_sigma68"] < 0.2  # 0.12-0.14 / 0.52
+    # angles: the untrained model leaves about the spread of a uniform angle (0.68 pi = 2.1 rad)
+    assert metrics["test/eta_abs_sigma68"] < 0.1  # 0.03-0.05 / 2.19
+    assert metrics["test/phi_abs_sigma68"] < 0.1  # 0.02-0.04 / 2.11
+    # the mass of jets above 1 GeV: a narrow residual around the true value; the untrained
+    # model's is narrower still but sits at -110%
+    assert metrics["test/m_rel_sigma68_m_gt_1GeV"] < 0.4  # 0.27-0.30 / 0.05
+    assert abs(metrics["test/m_rel_mean_m_gt_1GeV"]) < 0.15  # 0.02-0.05 / -1.11
 
 
 def test_checkpoint_is_self_contained_and_safe(trained_run: Path) -> None:
@@ -72,7 +89,8 @@ def test_checkpoint_is_self_contained_and_safe(trained_run: Path) -> None:
 
 def test_evaluate_needs_only_the_checkpoint(trained_run: Path) -> None:
     ckpt = trained_run / "logs/train/runs/first/checkpoints/best.ckpt"
-    run_entrypoint("evaluate.py", f"ckpt_path={ckpt}", cwd=trained_run, env={"HEPEXP_RUN_ID": "ev"})
+    env = {"HEPEXP_RUN_ID": "ev", **ONE_THREAD}
+    run_entrypoint("evaluate.py", f"ckpt_path={ckpt}", cwd=trained_run, env=env)
     out = trained_run / "logs/evaluate/runs/ev"
     metrics = json.loads((out / "metrics.json").read_text())
     for key in (
@@ -106,6 +124,7 @@ def test_convert_encode_then_decode(trained_run: Path) -> None:
         f"input={test_table}",
         f"output={latents}",
         cwd=trained_run,
+        env=ONE_THREAD,
     )
     table = pd.read_parquet(latents)
     assert list(table.columns) == ["m", "pt", "phi", "eta", "latent_0", "latent_1", "latent_2"]
@@ -118,29 +137,38 @@ def test_convert_encode_then_decode(trained_run: Path) -> None:
         f"output={decoded}",
         "mode=decode",
         cwd=trained_run,
+        env=ONE_THREAD,
     )
     jets = pd.read_parquet(decoded)
     rel = (jets.pt - original.pt) / original.pt
-    assert np.median(np.abs(rel)) < 0.3, "decoded jets are in MeV and close to the inputs"
+    # measured: 0.07-0.09 trained (4 seeds), 0.20 untrained
+    assert np.median(np.abs(rel)) < 0.13, "decoded jets are in MeV and close to the inputs"
     assert not list(trained_run.glob("*.tmp")), "no temp files left"
 
 
 def test_resume_from_last_checkpoint_continues(trained_run: Path) -> None:
     last = trained_run / "logs/train/runs/first/checkpoints/last.ckpt"
-    steps_before = load_checkpoint(last)["global_step"]
+    before = load_checkpoint(last)
     run_entrypoint(
         "train.py",
         *QUICK,
         *JETS,
-        "trainer.max_epochs=3",
+        f"trainer.max_epochs={before['epoch'] + 2}",
         f"ckpt_path={last}",
         "evaluate_after=false",
         cwd=trained_run,
-        env={"HEPEXP_RUN_ID": "resumed"},
+        env={"HEPEXP_RUN_ID": "resumed", **ONE_THREAD},
     )
-    resumed = load_checkpoint(trained_run / "logs/train/runs/resumed/checkpoints/last.ckpt")
-    assert resumed["epoch"] == 2
-    assert resumed["global_step"] == steps_before * 3 // 2, "one more epoch, not a restart"
+    # read from the log: the resumed run writes last.ckpt only if val/loss improves (below)
+    log = pd.read_csv(trained_run / "logs/train/runs/resumed/csv/metrics.csv")
+    assert log.dropna(subset=["val/loss"])["epoch"].tolist() == [before["epoch"] + 1]
+    assert log["step"].min() >= before["global_step"], "one more epoch, not a restart"
+
+
+def test_last_checkpoint_holds_the_final_epoch(trained_run: Path) -> None:
+    """last.ckpt is the final epoch (to resume from), whichever epoch was best."""
+    last = trained_run / "logs/train/runs/first/checkpoints/last.ckpt"
+    assert load_checkpoint(last)["epoch"] == EPOCHS - 1
 
 
 def test_wandb_logger_offline_without_account(tmp_path: Path) -> None:
@@ -192,7 +220,7 @@ def test_ddp_sim_trains_two_processes(tmp_path: Path) -> None:
     # 3000 jets / 2 ranks / 100 per batch = 15 steps per epoch on each rank
     assert ckpt["global_step"] == 30
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["val/loss"] < 0.2
+    assert metrics["val/loss"] < 0.05  # measured: 0.014 trained, 0.19 untrained (lr 0)
     # the logged val/loss is synced over ranks: each rank saw half of the validation jets, and
     # the metric equals the loss of the final weights on all 600 of them in one process
     model, cfg = model_from_checkpoint(run / "checkpoints/last.ckpt")

@@ -33,7 +33,15 @@ from hepexp.sweep.study import (
     trial_id,
 )
 
-from .conftest import CONF_DIR, ROOT, TINY_DATA, compose_config, run_entrypoint
+from .conftest import (
+    CONF_DIR,
+    ROOT,
+    TINY_DATA,
+    compose_config,
+    require,
+    require_module,
+    run_entrypoint,
+)
 from .wandb_helpers import wandb_run
 
 SEARCHES = sorted(p.stem for p in (CONF_DIR / "hparams_search").glob("*.yaml"))
@@ -402,10 +410,9 @@ def _postgres_bin() -> Path | None:
 @pytest.fixture
 def postgres(tmp_path_factory: pytest.TempPathFactory):
     """A throwaway PostgreSQL server on a unix socket; yields its SQLAlchemy URL."""
-    pytest.importorskip("psycopg2", reason="the PostgreSQL driver (hepexp[postgres]) is absent")
+    require_module("psycopg2", "the PostgreSQL driver (hepexp[postgres]) is absent")
     bin_dir = _postgres_bin()
-    if bin_dir is None:
-        pytest.skip("no PostgreSQL server binaries (apt-get install postgresql)")
+    require(bin_dir is not None, "no PostgreSQL server binaries (apt-get install postgresql)")
     import pwd
     import shutil
     import tempfile
@@ -415,7 +422,7 @@ def postgres(tmp_path_factory: pytest.TempPathFactory):
         try:
             pwd.getpwnam("postgres")
         except KeyError:
-            pytest.skip("running as root and there is no 'postgres' user to run the server")
+            require(False, "running as root and there is no 'postgres' user to run the server")
         as_user = ["runuser", "-u", "postgres", "--"]
     home = Path(tempfile.mkdtemp(prefix="hepexp-pg-"))
     if as_user:
@@ -435,8 +442,11 @@ def postgres(tmp_path_factory: pytest.TempPathFactory):
             "-o", f"-c listen_addresses='' -k {home} -p {port} -c fsync=off",
         )  # fmt: skip
     except (subprocess.CalledProcessError, FileNotFoundError) as err:
+        said = (getattr(err, "stderr", None) or b"").decode(errors="replace")
+        if log.exists():
+            said += log.read_text(errors="replace")
         shutil.rmtree(home, ignore_errors=True)
-        pytest.skip(f"cannot start a PostgreSQL server here: {err}")
+        require(False, f"cannot start a PostgreSQL server here: {err}\n{said.strip()[-2000:]}")
     try:
         run(str(bin_dir / "createdb"), "-h", str(home), "-p", port, "-U", "postgres", "optuna")
         yield f"postgresql+psycopg2://postgres@/optuna?host={home}&port={port}"

@@ -25,15 +25,15 @@ from hepexp.data.trackml.io import (
     write_event,
 )
 
-from .conftest import SHARED as SHARED
+from .conftest import SHARED, require
 
 REAL = SHARED / "data" / "trackml"
 
 
 def real_prefix() -> Path:
     prefix = REAL / "event000000001"
-    if not Path(f"{prefix}-hits.csv.gz").exists():
-        pytest.skip(f"real TrackML event absent: {prefix}-hits.csv.gz (../shared not present)")
+    hits = Path(f"{prefix}-hits.csv.gz")
+    require(hits.exists(), f"real TrackML event absent: {hits} (../shared not present)")
     return prefix
 
 
@@ -275,8 +275,7 @@ def test_write_rejects_float_ids_and_missing_columns(tmp_path):
 
 def test_builtin_geometry_matches_real_detectors_file():
     path = REAL / "detectors.csv.gz"
-    if not path.exists():
-        pytest.skip(f"{path} absent (../shared not present)")
+    require(path.exists(), f"{path} absent (../shared not present)")
     real = load_detectors(path)
     geo = trackml_geometry()
     built = geo.modules()

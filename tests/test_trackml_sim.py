@@ -23,7 +23,7 @@ from hepexp.data.trackml.simulate import (
     simulate_event,
 )
 
-from .conftest import SHARED as SHARED
+from .conftest import SHARED, require
 
 REAL_PREFIX = SHARED / "data" / "trackml" / "event000000001"
 NO_MATERIAL = {"multiple_scattering": False, "energy_loss": False, "hadronic_interactions": False}
@@ -319,8 +319,8 @@ def test_ensure_simulated_writes_reuses_and_regenerates(tmp_path):
 
 def test_realism_against_real_event():
     """Simulated events of the real subsample's size agree with it (averaged over seeds)."""
-    if not Path(f"{REAL_PREFIX}-hits.csv.gz").exists():
-        pytest.skip(f"real TrackML event absent: {REAL_PREFIX}-hits.csv.gz")
+    hits = Path(f"{REAL_PREFIX}-hits.csv.gz")
+    require(hits.exists(), f"real TrackML event absent: {hits}")
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     try:
         from trackml_realism import event_stats, simulate_stats

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from hepexp.run.convert import convert
 from hepexp.run.evaluate import evaluate
 from hepexp.run.train import train
 
-from .conftest import SHARED, compose_config
+from .conftest import SHARED, compose_config, require
 
 TINY_MODEL = {"num_codes": 64, "dim": 4, "restart_after": 5, "kmeans_init": True}
 
@@ -208,6 +209,15 @@ MODELS = {
 }
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """One torch thread in this module: the tiny runs train faster than on two shared cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module", params=sorted(MODELS))
 def tiny_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A trained tiny tokenizer, its evaluation on the test split and its token files."""
@@ -255,6 +265,8 @@ def test_evaluation_outputs(tiny_run: dict) -> None:
     m, out = tiny_run["metrics"], tiny_run["eval_dir"]
     assert m["n_hits"] > 500 and 0 < m["utilisation"] <= 1 and m["perplexity"] > 10
     assert 0 < m["within_25mm"] < 1 and 0 < m["auc_0_150mm"] < 1
+    # measured, uncond / cond trained 0.32 / 0.38, untrained (lr 0) 0.09 / 0.03
+    assert m["auc_0_150mm"] > 0.25
     assert (
         m["pixel_barrel/n_hits"] + m["short_strip_barrel/n_hits"] + m["long_strip_barrel/n_hits"]
         == m["n_hits"]
@@ -299,8 +311,7 @@ def test_convert_tokens_and_back(tiny_run: dict) -> None:
 @pytest.mark.slow
 def test_evaluate_on_the_real_event(tiny_run: dict, tmp_path: Path) -> None:
     real = SHARED / "data" / "trackml"
-    if not (real / "event000000001-hits.csv.gz").exists():
-        pytest.skip(f"{real} is absent (../shared is not part of a fresh clone)")
+    require((real / "event000000001-hits.csv.gz").exists(), f"{real} holds no real TrackML event")
     ckpt = tiny_run["run"] / "checkpoints" / "best.ckpt"
     cfg = compose_config(
         tmp_path,
@@ -310,3 +321,7 @@ def test_evaluate_on_the_real_event(tiny_run: dict, tmp_path: Path) -> None:
     metrics = evaluate(cfg)
     # the real 5% event has 2035 barrel hits on 208 particles with >= 6 barrel hits
     assert metrics["n_hits"] == 2035
+    # trained on simulation, it reconstructs real hits too (measured, uncond / cond: trained
+    # 0.35 / 0.42 and 142 / 116 mm, untrained (lr 0) 0.10 / 0.03 and 452 / 490 mm)
+    assert metrics["auc_0_150mm"] > 0.25
+    assert metrics["mean_error_mm"] < 250

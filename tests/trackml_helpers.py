@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import pytest
 
-from .conftest import SHARED
+from .conftest import SHARED, require
 
 EVENT = SHARED / "data" / "trackml" / "event000000001"
 IDS = {"hit_id": "int64", "particle_id": "int64"}
 
 
 def real_event(with_cells: bool = False) -> dict[str, pd.DataFrame]:
-    """The real 5% TrackML event from ../shared (skips the test when absent)."""
+    """The real 5% TrackML event from ../shared (absent: see :func:`require`)."""
     names = ["hits", "particles", "truth"] + (["cells"] if with_cells else [])
     paths = {n: EVENT.parent / f"{EVENT.name}-{n}.csv.gz" for n in names}
     absent = [str(p) for p in paths.values() if not p.exists()]
-    if absent:
-        pytest.skip(f"real TrackML event not available: {absent[0]}")
+    require(not absent, f"real TrackML event not available: {', '.join(absent)}")
     return {n: pd.read_csv(p, dtype={k: v for k, v in IDS.items()}) for n, p in paths.items()}
 
 

@@ -417,9 +417,13 @@ class TransformerRegressor(HEPModule):
             if current is not None:
                 self.load_state_dict(current)
         self.cluster_params.copy_(self._params_tensor(result))
-        if ckpt is not None:
-            for path in {ckpt.best_model_path, ckpt.last_model_path} - {""}:
-                store_cluster_params(path, self.cluster_params)
+        saved = {
+            p
+            for cb in trainer.checkpoint_callbacks
+            for p in (cb.best_model_path, cb.last_model_path)
+        }
+        for path in saved - {""}:  # best.ckpt and last.ckpt
+            store_cluster_params(path, self.cluster_params)
 
     @staticmethod
     def _params_tensor(best: Mapping[str, Any]) -> torch.Tensor:
