@@ -6,16 +6,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from hepexp.utils.lazy import lazy_exports
 
 __version__ = "0.1.0"
 __all__ = ["load_model"]
 
 
-def __getattr__(name: str) -> Any:
-    # imported on first use: ``import hepexp`` stays fast (no torch, no Lightning)
-    if name == "load_model":
-        from hepexp.api import load_model
-
-        return load_model
-    raise AttributeError(f"module 'hepexp' has no attribute '{name}'")
+# imported on first use: it needs torch (and Lightning)
+__getattr__ = lazy_exports(__name__, {"load_model": "hepexp.api"})

@@ -15,8 +15,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from hepexp.metrics.jets import jet_energy, residual_metrics, residuals
 from hepexp.metrics.stats import clopper_pearson, efficiency_errors, summarize
 from hepexp.metrics.trackml import (
@@ -28,6 +26,7 @@ from hepexp.metrics.trackml import (
     score_event,
 )
 from hepexp.metrics.vqvae import error_cdf, error_summary, hit_errors
+from hepexp.utils.lazy import lazy_exports
 
 #: names of hepexp.metrics.timing, imported on first use (it imports torch and scipy)
 _TIMING = (
@@ -58,9 +57,5 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _TIMING:
-        from hepexp.metrics import timing
-
-        return getattr(timing, name)
-    raise AttributeError(f"module 'hepexp.metrics' has no attribute '{name}'")
+# imported on first use: hepexp.metrics.timing needs torch and scipy
+__getattr__ = lazy_exports(__name__, dict.fromkeys(_TIMING, "hepexp.metrics.timing"))

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from hepexp.data.jets.io import JET_COLUMNS, read_jets, validate_jets, write_jets
 from hepexp.data.jets.simulate import simulate_jets
+from hepexp.utils.lazy import lazy_exports
 
 __all__ = [
     "JET_COLUMNS",
@@ -17,10 +16,5 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    # the data module needs torch and Lightning: imported on first use only
-    if name == "JetDataModule":
-        from hepexp.data.jets.datamodule import JetDataModule
-
-        return JetDataModule
-    raise AttributeError(f"module 'hepexp.data.jets' has no attribute '{name}'")
+# imported on first use: it needs torch (and Lightning)
+__getattr__ = lazy_exports(__name__, {"JetDataModule": "hepexp.data.jets.datamodule"})

@@ -1,8 +1,6 @@
 """Prometheus neutrino-telescope events (IceCube): Parquet I/O, a built-in simulator writing the
 same format, and the per-OM timing-histogram pre-processing used by om2vec."""
 
-from typing import Any
-
 from hepexp.data.prometheus.io import (
     EventWriter,
     PrometheusFormatError,
@@ -28,6 +26,7 @@ from hepexp.data.prometheus.simulate import (
     simulate_events,
     simulate_photons,
 )
+from hepexp.utils.lazy import lazy_exports
 
 __all__ = [
     "EventWriter",
@@ -53,10 +52,5 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    # the data module needs torch and Lightning: imported on first use only
-    if name == "PrometheusDataModule":
-        from hepexp.data.prometheus.datamodule import PrometheusDataModule
-
-        return PrometheusDataModule
-    raise AttributeError(f"module 'hepexp.data.prometheus' has no attribute '{name}'")
+# imported on first use: it needs torch (and Lightning)
+__getattr__ = lazy_exports(__name__, {"PrometheusDataModule": "hepexp.data.prometheus.datamodule"})

@@ -3,8 +3,6 @@ and the model views (:mod:`hepexp.data.trackml.views`)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from hepexp.data.trackml import views
 from hepexp.data.trackml.geometry import Geometry, load_detectors, trackml_geometry
 from hepexp.data.trackml.io import (
@@ -24,6 +22,7 @@ from hepexp.data.trackml.simulate import (
     simulate_event,
 )
 from hepexp.data.trackml.subevents import SubEvent, sample_subevent, select
+from hepexp.utils.lazy import lazy_exports
 
 __all__ = [
     "PARTS",
@@ -49,10 +48,5 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    # the data module needs torch and Lightning: imported on first use only
-    if name == "TrackMLDataModule":
-        from hepexp.data.trackml.datamodule import TrackMLDataModule
-
-        return TrackMLDataModule
-    raise AttributeError(f"module 'hepexp.data.trackml' has no attribute '{name}'")
+# imported on first use: it needs torch (and Lightning)
+__getattr__ = lazy_exports(__name__, {"TrackMLDataModule": "hepexp.data.trackml.datamodule"})
