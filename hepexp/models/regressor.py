@@ -573,6 +573,13 @@ class TransformerRegressor(HEPModule):
                 out_dir / "event_display.png",
                 f"event {event_id}: TrackML score {scores[0]:.3f}",
             )
+        log.info(
+            "TrackML score %.4f +- %.4f (std over %d events; standard error of the mean %.4f)",
+            metrics["trackml_score"],
+            metrics["trackml_score_std"],
+            len(events),
+            metrics["trackml_score_std"] / max(len(events), 1) ** 0.5,
+        )
         return metrics
 
     def _residuals(self, events: list[dict]) -> tuple[dict[str, np.ndarray], dict[str, float]]:
