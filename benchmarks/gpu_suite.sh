@@ -14,8 +14,9 @@
 # figures of each step (OUT/*.json), its log (OUT/logs/) and versions.json.
 #
 # Usage:  bash benchmarks/gpu_suite.sh OUT
-# On the lent GPU machine (no network): bash ../shared/device/wheels.sh here first, send .whl/
-# along; the script installs those wheels into /tmp/site when hydra & co. are missing.
+# On a GPU machine without network: put the wheels it lacks (hydra-core, omegaconf, optuna,
+# hdbscan, awkward, uproot, ...) into .whl/ of the clone and send it along; the script installs
+# them into /tmp/site when hydra & co. are missing.
 # Plumbing check on a CPU (tests/test_gpu_suite.py): DEVICE=cpu bash benchmarks/gpu_suite.sh OUT
 # (tiny sizes; TINY=0 for the real sizes). BUDGET_S (default 540) bounds the whole run.
 set -u
