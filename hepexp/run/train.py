@@ -30,6 +30,7 @@ from hepexp.run.common import (
     log,
     plain_config,
 )
+from hepexp.run.resolvers import process_rank
 from hepexp.run.wandb_logging import log_evaluation_to_loggers, wandb_run_info
 from hepexp.sweep.trial import OptunaPruning, active_trial, label_loggers, trial_summary
 from hepexp.utils.io import write_json
@@ -121,7 +122,8 @@ def fit_into_budget(cfg: DictConfig, datamodule: pl.LightningDataModule, start: 
     it), as ``trainer.max_time`` (the smaller one if that is set too)."""
     budget = seconds_of(cfg.time_budget)
     reserve = float(cfg.get("time_reserve") or 0.0)
-    datamodule.prepare_data()
+    if process_rank() == 0:  # the other ranks of a torchrun/srun launch wait in trainer.fit
+        datamodule.prepare_data()
     prepared = time.monotonic() - start
     left = budget - prepared - reserve
     if cfg.trainer.get("max_time") is not None:
