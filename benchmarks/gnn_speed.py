@@ -1,6 +1,6 @@
 """Interaction GNN speed: one training step and one inference pass on a synthetic graph.
 
-The reference point (REFERENCE.md, interaction_gnn): on one H100, hidden 128, 8 iterations, a
+The reference point (a re-implementation of the Exa.TrkX Interaction GNN): on one H100, hidden 128, 8 iterations, a
 graph of 110k nodes / 1M edges, a training step took 0.61 s with bf16 + gradient checkpointing
 (0.80 s fp32) and inference 0.24 s. The target: training step < 0.6 s, inference < 0.24 s.
 
@@ -23,7 +23,7 @@ import torch
 from hepexp.models.interaction_gnn import InteractionGNN
 from hepexp.utils.io import write_json
 
-# the target on one H100 (REFERENCE: a re-implementation measured 0.61 s / 0.24 s)
+# the target on one H100 (a re-implementation measured 0.61 s / 0.24 s)
 TARGET_TRAIN_S = 0.6
 TARGET_INFER_S = 0.24
 

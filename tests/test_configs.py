@@ -147,7 +147,7 @@ def test_default_is_regressor_flash_on_tml10_50(tmp_path: Path) -> None:
     ("preset", "params"), [("regressor_flash_paper", 201_348), ("regressor_flash_large", 928_388)]
 )
 def test_published_regressor_presets(tmp_path: Path, preset: str, params: int) -> None:
-    """The published architectures (REFERENCE.md: 928k parameters for TML:200-500)."""
+    """The published architectures (the Transformer Regressor thesis: 928k parameters for TML:200-500)."""
     cfg = compose_config(tmp_path, [f"model={preset}"])
     improved = ("direction_features", "hit_frame", "geometric_attention", "ffn_gate")
     assert not any(cfg.model[k] for k in improved), "the original architecture"

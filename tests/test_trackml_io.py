@@ -289,7 +289,7 @@ def test_builtin_geometry_matches_real_detectors_file():
     np.testing.assert_allclose(ours["z"][~barrel], theirs["z"][~barrel], rtol=0.01)
     for c in ("r_min", "r_max", "z_min", "z_max"):
         np.testing.assert_allclose(ours[c], theirs[c], rtol=0.01, atol=0.5)
-    # REFERENCE radii / disk z
+    # the TrackML detector's radii / disk z
     assert theirs["r"][barrel].round().tolist() == [32, 72, 116, 172, 260, 360, 500, 660, 820, 1020]
     # module by module: same centres (to 0.01 mm) and axes; barrel ids identical
     key = ["volume_id", "layer_id"]

@@ -1,7 +1,7 @@
 """TrackML metrics: hit weights, the official event score, and tracking efficiencies.
 
 All functions take pandas DataFrames with the official TrackML columns (see
-``docs`` / REFERENCE "TrackML data") and are vectorised with numpy/pandas.
+the TrackML challenge's definitions) and are vectorised with numpy/pandas.
 
 Hit weights (:func:`hit_weights`) follow the challenge's "phase 2" scheme. Checked against the
 real ``event000000001-truth.csv`` (a 5% subsample of a real event): the weights agree with the

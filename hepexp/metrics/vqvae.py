@@ -1,6 +1,6 @@
 """Metrics of hit tokenizers: 3D reconstruction error of hits in mm.
 
-Definitions (REFERENCE "vqvae"): the error of a hit is the Euclidean distance between its true
+Definitions (the VQ-VAE track tokenization study): the error of a hit is the Euclidean distance between its true
 and reconstructed position; ``within_25mm`` is the share of hits with error < 25 mm; the area
 under the error CDF over 0-T mm is normalised by T (1 for a perfect tokenizer):
 AUC = (1/T) * integral_0^T P(error <= e) de = mean(max(T - error, 0)) / T, computed exactly.

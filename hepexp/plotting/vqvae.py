@@ -18,7 +18,7 @@ from hepexp.errors import DataError
 from hepexp.metrics.stats import efficiency_errors
 from hepexp.plotting import add_headroom, experiment_label, hep_style, log_scale, plt, save_figure
 
-#: published shares within 25 mm of the original tokenizers (REFERENCE "vqvae")
+#: published shares within 25 mm of the original tokenizers (VQ-VAE track tokenization study)
 PUBLISHED_WITHIN_25MM = {"conditional (original)": 0.782, "unconditional (original)": 0.440}
 
 

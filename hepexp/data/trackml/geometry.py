@@ -1,7 +1,7 @@
 """TrackML detector geometry: the built-in layout and the reader of ``detectors.csv``.
 
 The built-in layout reproduces the module structure of the 18,728-module TrackML detector
-(``detectors.csv`` of the Kaggle challenge); see REFERENCE "TrackML data":
+(``detectors.csv`` of the Kaggle challenge); see the TrackML challenge's detector description:
 
 - barrel layers (volumes 8, 13, 17): ``n_phi x n_z`` planar rectangular modules, module centres
   at ``radius + stagger`` (even z index) or ``radius - stagger`` (odd), module normals tilted by

@@ -3,7 +3,7 @@
 An event is four files ``<prefix>-hits.csv``, ``-cells.csv``, ``-particles.csv`` and
 ``-truth.csv``, each optionally gzip-compressed (``.csv.gz``), e.g. ``event000000001-hits.csv``.
 
-Columns and the dtypes returned (REFERENCE "TrackML data"):
+Columns and the dtypes returned (the TrackML challenge format):
 
 ========== ==============================================================================
 hits       hit_id, x, y, z (mm), volume_id, layer_id, module_id

@@ -204,7 +204,7 @@ def field_strength(z: np.ndarray, cfg: SimulationConfig) -> np.ndarray:
     """Bz (T) at z: constant, or falling with abs(z) like the TrackML solenoid.
 
     The falling profile is 2 T up to abs(z) 0.75 m, 1.65 T at 1.25 m, 1.1 T at 1.75 m
-    (REFERENCE), then linearly to 0.6 T at 3 m (an assumption), scaled by ``field_tesla / 2``.
+    (the TrackML detector description), then linearly to 0.6 T at 3 m (an assumption), scaled by ``field_tesla / 2``.
     """
     z = np.asarray(z, dtype=np.float64)
     if cfg.field == "uniform":
