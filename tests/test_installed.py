@@ -42,7 +42,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     )  # fmt: skip
     venv = tmp / "venv"
     _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], cwd=tmp, env=dict(os.environ))
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    # as a user would: nothing points at the repository, runs and data go under the cwd
+    unset = ("PYTHONPATH", "PYTHONHOME", "HEPEXP_LOG_DIR", "HEPEXP_DATA_DIR")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
     env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env['PATH']}"
     purelib = _run(
         [str(venv / "bin/python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
