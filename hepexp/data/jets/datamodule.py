@@ -108,7 +108,7 @@ class JetDataModule(HEPDataModule):
         return self.paths["train"] is None and self.source == "simulate"
 
     def _simulated_dir(self) -> Path:
-        settings = {"generator": "hepexp.data.jets.simulate_jets/1", **self.simulation}
+        settings = {"generator": "hepexp.data.jets.simulate_jets/2", **self.simulation}
         counts = {s: int(settings.get(f"n_{s}", 0)) for s in SPLITS}
         options = {k: v for k, v in settings.items() if not k.startswith("n_") and k != "generator"}
         base_seed = int(options.pop("seed", 12345))
