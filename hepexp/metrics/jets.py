@@ -37,8 +37,31 @@ def residuals(true: dict[str, np.ndarray], pred: dict[str, np.ndarray]) -> dict[
     return out
 
 
+def hepae_relative_std(
+    true: dict[str, np.ndarray], pred: dict[str, np.ndarray]
+) -> dict[str, float]:
+    """Standard deviation of the relative residual (out - in) / in as HEPAutoencoders quotes it.
+
+    The HEPAutoencoders studies (E. Wulff's thesis and the repositories that followed) compute,
+    for each of pT, eta, phi and E separately, ``np.std((pred - data) / data)`` over every
+    evaluated jet: no range, no clipping, no outlier removal (the range they give, e.g.
+    +-0.02 or +-0.1, only sets the histogram axis), phi not wrapped, population std (ddof 0).
+    The relative residual of eta and phi diverges for values near 0, so these numbers are set
+    by the few jets closest to eta = 0 or phi = 0. Jets whose input is exactly 0 (NaN there)
+    are left out. Returns ``<var>_rel_std_hepae`` for pt, eta, phi, E.
+    """
+    true, pred = with_energy(true), with_energy(pred)
+    out = {}
+    for var in ("pt", "eta", "phi", "E"):
+        keep = true[var] != 0
+        rel = (pred[var][keep] - true[var][keep]) / true[var][keep]
+        out[f"{var}_rel_std_hepae"] = float(np.std(rel)) if rel.size else float("nan")
+    return out
+
+
 def residual_metrics(true: dict[str, np.ndarray], pred: dict[str, np.ndarray]) -> dict[str, float]:
-    """Flat metrics ``<var>_<stat>`` (e.g. ``pt_rms``) over all jets."""
+    """Flat metrics ``<var>_<stat>`` (e.g. ``pt_rms``) over all jets, and the relative standard
+    deviations of HEPAutoencoders (:func:`hepae_relative_std`)."""
     res = residuals(true, pred)
     flat = {}
     for var, values in res.items():
@@ -55,4 +78,5 @@ def residual_metrics(true: dict[str, np.ndarray], pred: dict[str, np.ndarray]) -
     heavy = true["m"] > 1.0
     for stat, value in summarize(res["m"][heavy]).items():
         flat[f"m_rel_{stat}_m_gt_1GeV"] = value
+    flat.update(hepae_relative_std(true, pred))
     return flat
