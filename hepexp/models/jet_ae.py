@@ -19,7 +19,7 @@ from hepexp.data.jets.io import (
     write_jets,
 )
 from hepexp.data.transforms import FeatureTransform
-from hepexp.errors import DataError
+from hepexp.errors import ConfigError, DataError
 from hepexp.metrics.jets import residual_metrics
 from hepexp.models.base import HEPModule
 from hepexp.models.blocks import mlp
@@ -27,12 +27,25 @@ from hepexp.models.blocks import mlp
 if TYPE_CHECKING:
     from hepexp.data.jets import JetDataModule
 
+#: features whose sign ``symmetric`` models keep exactly (the jet distribution is symmetric)
+ODD_FEATURES = ("phi", "eta")
+
 
 class JetAutoencoder(HEPModule):
     """MLP autoencoder of jet 4-vectors; the loss is the MSE of the normalised features.
 
     Three numbers cannot hold four independent ones: ``loss_weights`` (one per feature, default
     equal) decide which features the latent space favours.
+
+    ``skip``: linear paths from input to latent and from latent to output beside the MLPs
+    (whose last layers then start at zero): a linear autoencoder from the start, which can pass
+    3 of the 4 features through exactly, the MLPs learning the corrections.
+
+    ``symmetric``: the reconstruction is exactly odd in phi and in eta, as the jet distribution
+    is symmetric under phi -> -phi and eta -> -eta. The networks see abs(phi), abs(eta); the
+    last two latents are phi and eta times learned factors, and the decoder multiplies them by
+    learned factors again, so phi = 0 (eta = 0) comes back exactly 0 and the relative residual
+    of phi (eta) stays finite near 0.
 
     ``hidden`` are the encoder's hidden sizes; the decoder mirrors them. ``model=jet_ae`` is
     AE_3D_200 (4-200-100-50-3-50-100-200-4, tanh).
@@ -50,6 +63,8 @@ class JetAutoencoder(HEPModule):
         norm: str | None = None,
         dropout: float = 0.0,
         loss_weights: Sequence[float] | None = None,
+        skip: bool = False,
+        symmetric: bool = False,
         **base: Any,
     ) -> None:
         super().__init__(**base)
@@ -69,19 +84,80 @@ class JetAutoencoder(HEPModule):
         self.decoder = mlp(
             [latent_dim, *reversed(hidden), n], activation, norm=norm, dropout=dropout
         )
+        self.skip = skip
+        if skip:
+            # linear paths beside the MLPs, which start at zero and learn the corrections
+            self.encoder_linear = torch.nn.Linear(n, latent_dim)
+            self.decoder_linear = torch.nn.Linear(latent_dim, n)
+            for net in (self.encoder, self.decoder):
+                torch.nn.init.zeros_(net[-1].weight)
+                torch.nn.init.zeros_(net[-1].bias)
+        self.symmetric = symmetric
+        if symmetric:
+            self._setup_symmetry(latent_dim)
+
+    def _setup_symmetry(self, latent_dim: int) -> None:
+        """Index buffers of the odd features (phi, eta) and their latents (the last ones)."""
+        if latent_dim < len(ODD_FEATURES) + 1:
+            raise ConfigError(f"model.symmetric needs latent_dim >= 3, got {latent_dim}")
+        odd_in = [self.features.index(f) for f in ODD_FEATURES]
+        for i in odd_in:
+            odd_normalisation = (
+                self.transform.fns[i] == "identity"
+                and self.transform.fit_loc[i] is None
+                and float(self.transform.loc[i]) == 0.0
+                and float(self.transform.offset[i]) == 0.0
+            )
+            if not odd_normalisation:
+                raise ConfigError(
+                    f"model.symmetric needs {self.features[i]} normalised without fn, offset "
+                    "or loc (a scale only), so that its sign survives normalisation"
+                )
+        odd_latent = list(range(latent_dim - len(ODD_FEATURES), latent_dim))
+        n = len(self.features)
+        # for each latent (output) column, the input (latent) column whose sign it carries
+        to_latent = torch.zeros(latent_dim, dtype=torch.long)
+        to_latent[odd_latent] = torch.tensor(odd_in)
+        to_output = torch.zeros(n, dtype=torch.long)
+        to_output[odd_in] = torch.tensor(odd_latent)
+        for name, value in (
+            ("_odd_in", torch.isin(torch.arange(n), torch.tensor(odd_in))),
+            ("_odd_latent", torch.isin(torch.arange(latent_dim), torch.tensor(odd_latent))),
+            ("_sign_to_latent", to_latent),
+            ("_sign_to_output", to_output),
+        ):
+            self.register_buffer(name, value, persistent=False)
 
     # -- model ---------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised features -> reconstructed normalised features."""
-        return self.decoder(self.encoder(x))
+        return self._decode(self._encode(x))
+
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.where(self._odd_in, x.abs(), x) if self.symmetric else x
+        z = self.encoder(h)
+        if self.skip:
+            z = z + self.encoder_linear(h)
+        if self.symmetric:  # odd latents: phi (eta) times a function of the folded jet
+            z = torch.where(self._odd_latent, x[:, self._sign_to_latent] * (1 + z), z)
+        return z
+
+    def _decode(self, z: torch.Tensor) -> torch.Tensor:
+        h = torch.where(self._odd_latent, z.abs(), z) if self.symmetric else z
+        y = self.decoder(h)
+        if self.skip:
+            y = y + self.decoder_linear(h)
+        if self.symmetric:
+            y = torch.where(self._odd_in, z[:, self._sign_to_output] * (1 + y), y)
+        return y
 
     def encode(self, jets: torch.Tensor) -> torch.Tensor:
         """Raw jets (N, 4) in GeV -> latents (N, latent_dim)."""
-        return self.encoder(self.transform(jets))
+        return self._encode(self.transform(jets))
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents -> raw jets (N, 4) in GeV."""
-        return self.transform.inverse(self.decoder(latents))
+        return self.transform.inverse(self._decode(latents))
 
     # -- training ------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:

@@ -1,0 +1,60 @@
+"""model=jet_ae: the symmetric architecture."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hepexp.errors import ConfigError
+from hepexp.models.jet_ae import JetAutoencoder
+
+TRANSFORMS = [
+    {"name": "m", "fn": "log10", "offset": 1.0, "scale": 1.8},
+    {"name": "pt", "fn": "log10", "loc": 1.3, "scale": 1.2},
+    {"name": "phi", "scale": 3.0},
+    {"name": "eta", "scale": 5.0},
+]
+
+
+def _randomised(model: JetAutoencoder) -> JetAutoencoder:
+    """The model with random weights everywhere (no layer left at its zero start)."""
+    torch.manual_seed(0)
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    return model
+
+
+@pytest.mark.parametrize("skip", [False, True])
+def test_symmetric_reconstruction_is_odd_in_phi_and_eta(skip: bool) -> None:
+    model = _randomised(
+        JetAutoencoder(transforms=TRANSFORMS, symmetric=True, skip=skip, activation="silu")
+    )
+    jets = torch.tensor([[8.0, 60.0, 0.7, -1.3], [3.0, 25.0, -2.9, 0.2]], dtype=torch.float64)
+    model = model.double()
+    out = model.decode(model.encode(jets))
+    for flip in ([1, 1, -1, 1], [1, 1, 1, -1], [1, 1, -1, -1]):
+        sign = torch.tensor(flip, dtype=torch.float64)
+        flipped = model.decode(model.encode(jets * sign))
+        torch.testing.assert_close(flipped, out * sign, rtol=1e-12, atol=1e-12)
+    # phi = 0 and eta = 0 come back exactly 0, and their latents are 0
+    at_zero = jets.clone()
+    at_zero[:, 2:] = 0.0
+    latents = model.encode(at_zero)
+    assert (latents[:, -2:] == 0).all()
+    assert (model.decode(latents)[:, 2:] == 0).all()
+    # the even features do not depend on the signs, and the output is not trivial
+    assert not torch.allclose(out[:, :2], jets[:, :2])
+
+
+def test_plain_model_is_not_symmetric() -> None:
+    model = _randomised(JetAutoencoder(transforms=TRANSFORMS)).double()
+    jets = torch.tensor([[8.0, 60.0, 0.0, 0.0]], dtype=torch.float64)
+    assert (model.decode(model.encode(jets))[:, 2:].abs() > 1e-6).all()
+
+
+def test_symmetric_needs_sign_preserving_normalisation() -> None:
+    shifted = [*TRANSFORMS[:3], {"name": "eta", "loc": "mean", "scale": 5.0}]
+    with pytest.raises(ConfigError, match="eta normalised without fn, offset or loc"):
+        JetAutoencoder(transforms=shifted, symmetric=True)
+    with pytest.raises(ConfigError, match="latent_dim >= 3"):
+        JetAutoencoder(transforms=TRANSFORMS, symmetric=True, latent_dim=2)
