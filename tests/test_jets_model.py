@@ -1,12 +1,17 @@
-"""model=jet_ae: the symmetric architecture."""
+"""model=jet_ae: the symmetric architecture and the 10-minute default recipe."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import torch
 
 from hepexp.errors import ConfigError
 from hepexp.models.jet_ae import JetAutoencoder
+from hepexp.run.common import build_model
+
+from .conftest import compose_config
 
 TRANSFORMS = [
     {"name": "m", "fn": "log10", "offset": 1.0, "scale": 1.8},
@@ -58,3 +63,37 @@ def test_symmetric_needs_sign_preserving_normalisation() -> None:
         JetAutoencoder(transforms=shifted, symmetric=True)
     with pytest.raises(ConfigError, match="latent_dim >= 3"):
         JetAutoencoder(transforms=TRANSFORMS, symmetric=True, latent_dim=2)
+
+
+def test_default_recipe_is_a_ten_minute_job(tmp_path: Path) -> None:
+    cfg = compose_config(tmp_path, ["model=jet_ae", "data=atlas_jets"])
+    assert (cfg.time_budget, cfg.trainer.max_epochs) == ("00:00:10:00", 100000)
+    assert cfg.model.scheduler._target_.endswith("TimedOneCycleLR")
+    assert (cfg.model.symmetric, cfg.model.skip, cfg.model.activation) == (True, True, "silu")
+    assert cfg.data.batch_size == 1024
+    assert list(cfg.model.loss_weights) == [0.01, 1.0, 1.0, 1.0]
+    # the command line still decides
+    quick = compose_config(
+        tmp_path, ["model=jet_ae", "data=atlas_jets", "trainer=cpu", "time_budget=00:00:01:00"]
+    )
+    assert (quick.time_budget, quick.trainer.accelerator) == ("00:00:01:00", "cpu")
+
+
+def test_paper_preset_is_the_published_ae_3d_200(tmp_path: Path) -> None:
+    cfg = compose_config(tmp_path, ["model=jet_ae_paper", "data=atlas_jets"])
+    model = build_model(cfg.model)
+    assert (model.symmetric, model.skip, cfg.model.activation) == (False, False, "tanh")
+    assert torch.equal(model.loss_weights, torch.ones(4))
+    sizes = [m.out_features for m in [*model.encoder, *model.decoder] if hasattr(m, "weight")]
+    assert sizes == [200, 100, 50, 3, 50, 100, 200, 4]
+
+
+def test_presets_keep_the_recipe_but_change_the_latent_or_network(tmp_path: Path) -> None:
+    four = compose_config(tmp_path, ["model=jet_ae_4d", "data=atlas_jets"])
+    assert (four.model.latent_dim, four.model.loss_weights, four.model.symmetric) == (4, None, True)
+    seed = compose_config(tmp_path, ["model=jet_ae_seed", "data=atlas_jets"])
+    assert (seed.model.activation, seed.model.scheduler, seed.model.optimizer.lr) == (
+        "leaky_relu",
+        None,
+        1.0e-4,
+    )
