@@ -85,13 +85,13 @@ def test_installed_commands_train_and_evaluate_from_an_empty_directory(installed
     (user / "my_run.yaml").write_text(
         "# @package _global_\n"
         "defaults:\n  - override /model: jet_ae\n  - override /data: atlas_jets\n"
-        "tags: [mine]\ntrainer:\n  max_epochs: 1\nmodel:\n  latent_dim: 2\n"
+        "tags: [mine]\ntrainer:\n  max_epochs: 1\nmodel:\n  latent_dim: 5\n"
     )
     env_run = {**env, "HEPEXP_RUN_ID": "mine"}
     _run(["hepexp-train", "--config-dir", "my_conf", "experiment=my_run", *JETS[2:]], work, env_run)
     run = work / "logs/train/runs/mine"
     config = (run / "config.yaml").read_text()
-    assert "latent_dim: 2" in config and "- mine" in config
+    assert "latent_dim: 5" in config and "- mine" in config
     ckpt = run / "checkpoints/last.ckpt"
 
     _run(["hepexp-evaluate", f"ckpt_path={ckpt}", "data.batch_size=128"], work,
