@@ -156,3 +156,37 @@ def test_runs_on_the_real_event(fitted: ModuleMap) -> None:
     edges = fitted.build(ev)
     m = edge_metrics(edges, truth, ev["particle_id"], ev["pt"], len(ev["x"]), [1.0])
     assert edges.shape[1] > 0 and m["n_truth_found_pt1"] > 0.5 * m["n_truth_pt1"]
+
+
+def test_pipeline_selects_the_module_map(tmp_path) -> None:  # noqa: ANN001
+    from hepexp.data.trackml.datamodule import TrackMLDataModule
+    from hepexp.models.interaction_gnn import InteractionGNNTracker
+
+    dm = TrackMLDataModule(
+        "graph",
+        data_dir=str(tmp_path),
+        simulation={"n_events": 6, "n_particles": 100, "seed": 3},
+        splits={"train": 4, "val": 1, "test": 1},
+        particles_per_event=None,
+        noise=True,
+        batch_size=1,
+    )
+    dm.setup()
+    cfg = {"method": "module_map", "module_map": {"pt_min": 0.5}}
+
+    def model() -> InteractionGNNTracker:
+        return InteractionGNNTracker(hidden=8, n_iterations=1, graph=cfg, filter={"enabled": False})
+
+    first = model()
+    assert isinstance(first.graph_builder, ModuleMap)
+    first.fit_graph_stage(dm)
+    assert first.graph_ready
+    batch = next(iter(dm.loader("test", batch_size=1, shuffle=False)))
+    edges = first.build_graph(batch)["edges"]
+    assert edges.shape[1] > 0
+    # the fitted map travels in the model's state (the checkpoint)
+    second = model()
+    second.load_state_dict(first.state_dict())
+    assert torch.equal(second.build_graph(batch)["edges"], edges)
+    with pytest.raises(Exception, match="unknown keys"):
+        InteractionGNNTracker(graph={"method": "module_map", "module_map": {"bogus": 1}})

@@ -109,9 +109,13 @@ class ModuleMap(nn.Module):
     Args:
         pt_min: the map holds the module pairs and windows of truth edges of particles with
             pT >= ``pt_min`` GeV.
-        margin: each side of a pair's window is widened by ``margin`` times its width ...
-        floor: ... plus ``floor`` times the [1%, 99%] spread of the feature over the truth
-            edges of the pair's layer pair (pairs seen by few edges get a usable window).
+        margin: each side of a pair's window (the range of its ``k`` truth edges, mirror
+            images included) is widened by ``margin + 1 / k`` times its width ...
+        floor: ... plus ``floor * sqrt(min(1, sparse_edges / k))`` times the [1%, 99%]
+            spread of the feature over the truth edges of the pair's layer pair.
+        sparse_edges, typical: a pair with fewer than ``sparse_edges`` truth edges gets at
+            least the ``typical`` quantile of the widths of the better-sampled pairs of its
+            layer pair (widened by ``margin`` on each side), centred on its own window.
         symmetric: also count every truth edge for its mirror images in z and in y (a module's
             image is the module whose centre lies nearest the mirrored centre; with the charge
             flipped, a mirrored track is a track), which quadruples the statistics.
@@ -125,21 +129,25 @@ class ModuleMap(nn.Module):
         self,
         pt_min: float = 1.0,
         margin: float = 0.1,
-        floor: float = 0.05,
+        floor: float = 0.2,
+        sparse_edges: int = 8,
+        typical: float = 0.9,
         symmetric: bool = True,
         max_candidates: int = 4_000_000,
         fallback_events: int = 20,
         fallback: Mapping | None = None,
     ) -> None:
         super().__init__()
-        if margin < 0 or floor < 0 or max_candidates < 1:
+        if min(margin, floor) < 0 or not 0 <= typical <= 1 or max_candidates < 1:
             raise ValueError(
-                f"ModuleMap: need margin >= 0, floor >= 0, max_candidates >= 1; got {margin}, "
-                f"{floor}, {max_candidates}"
+                "ModuleMap: need margin, floor >= 0, 0 <= typical <= 1, max_candidates >= 1; "
+                f"got {margin}, {floor}, {typical}, {max_candidates}"
             )
         self.pt_min = pt_min
         self.margin = margin
         self.floor = floor
+        self.sparse_edges = sparse_edges
+        self.typical = typical
         self.symmetric = symmetric
         self.max_candidates = max_candidates
         self.fallback_events = fallback_events
@@ -161,6 +169,8 @@ class ModuleMap(nn.Module):
             "pt_min": self.pt_min,
             "margin": self.margin,
             "floor": self.floor,
+            "sparse_edges": self.sparse_edges,
+            "typical": self.typical,
             "symmetric": self.symmetric,
             "fallback_events": self.fallback_events,
             "fallback": self.fallback.settings(),
@@ -211,9 +221,21 @@ class ModuleMap(nn.Module):
         spread = (grouped.quantile(0.99) - grouped.quantile(0.01)).fillna(0.0)
         index = pd.MultiIndex.from_arrays([layer_np[first, 0], layer_np[first, 1]])
         spread_np = spread.reindex(index).to_numpy()
-        pad = self.margin * (hi - lo) + self.floor * spread_np
-        lo = np.nan_to_num(lo - pad, nan=-np.inf)  # undefined features leave no constraint
-        hi = np.nan_to_num(hi + pad, nan=np.inf)
+        width = hi - lo
+        decay = np.sqrt(np.minimum(1.0, self.sparse_edges / count[:, None]))
+        pad = (self.margin + 1.0 / count[:, None]) * width + self.floor * decay * spread_np
+        lo, hi = lo - pad, hi + pad
+        # pairs with few edges: at least the typical width of well-sampled pairs of the layer
+        # pair (or, without any, its spread)
+        sampled = count >= self.sparse_edges
+        widths = pd.DataFrame(np.where(sampled[:, None], width, np.nan), index=index)
+        typical = widths.groupby(level=[0, 1]).quantile(self.typical).reindex(index).to_numpy()
+        typical = np.where(np.isnan(typical), spread_np, typical)
+        half = np.where(sampled[:, None], 0.0, (0.5 + self.margin) * typical)
+        mid = (lo + hi) / 2
+        lo, hi = np.fmin(lo, mid - half), np.fmax(hi, mid + half)
+        lo = np.nan_to_num(lo, nan=-np.inf)  # undefined features leave no constraint
+        hi = np.nan_to_num(hi, nan=np.inf)
 
         self.module_keys = torch.as_tensor(module_keys)
         self.pairs = torch.as_tensor(np.stack([a[first], b[first]], 1), dtype=torch.int64)
