@@ -16,6 +16,7 @@ or GPU; the fitted tables are buffers, saved in the model's checkpoint.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 
 import numpy as np
@@ -31,6 +32,7 @@ from hepexp.reco.graph_building import (
     cylindrical,
     edge_geometry,
     orient_and_unique,
+    wrap_angle,
 )
 
 #: features cut by the module-pair windows (dr and dz are fixed by the two modules' positions)
@@ -350,8 +352,8 @@ class ModuleMap(nn.Module):
     def _fallback(
         self, cyl: dict, layer_key: torch.Tensor, batch: torch.Tensor, unseen: torch.Tensor
     ) -> torch.Tensor:
-        """Edges of hits on unseen modules: the fallback layer-pair windows against all hits
-        of the paired layers (the unseen hit at either end of the pair)."""
+        """Edges of hits on unseen modules: the fallback layer-pair windows against the hits
+        of the paired layers within the dphi window (the unseen hit at either end of a pair)."""
         device = batch.device
         fb = self.fallback
         empty = torch.zeros((2, 0), dtype=torch.int64, device=device)
@@ -363,21 +365,32 @@ class ModuleMap(nn.Module):
         unseen = unseen[layer[unseen] >= 0]
         if len(unseen) == 0:
             return empty
-        n_batch = int(batch.max()) + 1
-        known = layer >= 0
-        group = torch.where(known, batch * n_lay + layer, torch.full_like(layer, -1))
-        group_sorted, order = torch.sort(group)
-        n_groups = n_batch * n_lay
-        count = torch.bincount(group[known], minlength=n_groups)
-        start = torch.searchsorted(group_sorted, torch.arange(n_groups, device=device))
+        phi = cyl["phi"]
+        # hits sorted by (event, layer, phi): a dphi window is one or two ranges of this order
+        group = torch.where(layer >= 0, batch * n_lay + layer, torch.full_like(layer, -1))
+        sort_key, order = torch.sort(group.double() * 8.0 + (phi + math.pi))
         found = [empty]
         for side in (0, 1):  # the unseen hit as the pair's source, then as its target
-            p_idx = torch.nonzero(
-                fb.pairs[:, side][None, :] == layer[unseen][:, None], as_tuple=False
-            )
+            p_idx = torch.nonzero(fb.pairs[:, side][None, :] == layer[unseen][:, None])
             q_hit, q_pair = unseen[p_idx[:, 0]], p_idx[:, 1]
-            other = batch[q_hit] * n_lay + fb.pairs[q_pair, 1 - side]
-            n_cand = count[other]
+            # window of the other hit's phi: phi_u + dphi (source) or phi_u - dphi (target)
+            d_lo, d_hi = fb.lo[q_pair, 1].double(), fb.hi[q_pair, 1].double()
+            lo = phi[q_hit] + (d_lo if side == 0 else -d_hi)
+            width = d_hi - d_lo
+            full = width >= 2 * math.pi
+            lo = torch.where(full, torch.full_like(lo, -math.pi), wrap_angle(lo))
+            hi = lo + torch.where(full, torch.full_like(width, 2 * math.pi), width)
+            base = (batch[q_hit] * n_lay + fb.pairs[q_pair, 1 - side]).double() * 8.0
+            wraps = hi > math.pi
+            r_query = torch.cat(
+                [torch.arange(len(q_hit), device=device), torch.nonzero(wraps)[:, 0]]
+            )
+            r_lo = torch.cat([lo, torch.full_like(lo[wraps], -math.pi)])
+            r_hi = torch.cat([hi.clamp_max(math.pi), hi[wraps] - 2 * math.pi])
+            r_base = torch.cat([base, base[wraps]])
+            first = torch.searchsorted(sort_key, r_base + r_lo + math.pi)
+            n_cand = torch.searchsorted(sort_key, r_base + r_hi + math.pi, right=True) - first
+            n_cand = n_cand.clamp_min(0)
             chunk = torch.div(
                 torch.cumsum(n_cand, 0) - 1, self.max_candidates, rounding_mode="floor"
             )
@@ -386,10 +399,11 @@ class ModuleMap(nn.Module):
             for hi_row in bounds:
                 sl = slice(lo_row, hi_row)
                 lo_row = hi_row
-                owner, pos = _expand_ranges(start[other[sl]], n_cand[sl])
-                u, v = q_hit[sl][owner], order[pos]
+                owner, pos = _expand_ranges(first[sl], n_cand[sl])
+                query = r_query[sl][owner]
+                u, v = q_hit[query], order[pos]
                 a, b = (u, v) if side == 0 else (v, u)
-                p = q_pair[sl][owner]
+                p = q_pair[query]
                 feats = edge_geometry(cyl, a, b).float()
                 inside = ((feats >= fb.lo[p]) & (feats <= fb.hi[p]) | feats.isnan()).all(dim=1)
                 found.append(torch.stack([a[inside], b[inside]]))
