@@ -26,6 +26,9 @@ from torch import nn
 
 from hepexp.reco.graph_building import (
     _LAYER_KEY,
+    _MIN_DR,
+    _SLOPE_CLIP,
+    _Z0_CLIP,
     EDGE_FEATURES,
     LayerPairMap,
     _expand_ranges,
@@ -306,9 +309,28 @@ class ModuleMap(nn.Module):
             found.append(self._fallback(cyl, key // _MODULE_KEY, batch, unseen))
         return orient_and_unique(torch.cat(found, dim=1), x)
 
-    def _cut(self, cyl: dict, a: torch.Tensor, b: torch.Tensor, lo, hi) -> torch.Tensor:  # noqa: ANN001
-        feats = edge_geometry(cyl, a, b)[:, _CUT_COLUMNS].float()
-        return ((feats >= lo) & (feats <= hi) | feats.isnan()).all(dim=1)
+    def _cut(
+        self, cyl: dict, a: torch.Tensor, b: torch.Tensor, p: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The candidates ``a -> b`` of pairs ``p`` inside the pairs' windows, cut feature by
+        feature on the survivors (the values of :func:`edge_geometry`, without its stack)."""
+
+        def inside(value: torch.Tensor, col: int) -> torch.Tensor:
+            v = value.float()
+            return (v >= self.lo[p, col]) & (v <= self.hi[p, col]) | v.isnan()
+
+        dphi = wrap_angle(cyl["phi"][b] - cyl["phi"][a])
+        keep = torch.nonzero(inside(dphi, 0)).squeeze(1)
+        a, b, p, dphi = a[keep], b[keep], p[keep], dphi[keep]
+        r_a, z_a = cyl["r"][a], cyl["z"][a]
+        dr = cyl["r"][b] - r_a
+        safe_dr = torch.where(dr.abs() < _MIN_DR, torch.full_like(dr, torch.nan), dr)
+        z0 = (z_a - r_a * (cyl["z"][b] - z_a) / safe_dr).clamp(-_Z0_CLIP, _Z0_CLIP)
+        slope = (dphi / safe_dr).clamp(-_SLOPE_CLIP, _SLOPE_CLIP)
+        ok = inside(z0, 1) & inside(slope, 2)
+        a, b, p = a[ok], b[ok], p[ok]
+        ok = inside(cyl["eta"][b] - cyl["eta"][a], 3)
+        return a[ok], b[ok]
 
     def _module_pairs(self, cyl: dict, module: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
         """Edges between hits of the map's module pairs: every pair expands into (hit of A,
@@ -345,8 +367,7 @@ class ModuleMap(nn.Module):
             a = order[start[g_a[sl]][owner] + torch.div(k, width, rounding_mode="floor")]
             b = order[start[g_b[sl]][owner] + k % width]
             p = pair[sl][owner]
-            inside = self._cut(cyl, a, b, self.lo[p], self.hi[p])
-            found.append(torch.stack([a[inside], b[inside]]))
+            found.append(torch.stack(self._cut(cyl, a, b, p)))
         return torch.cat(found, dim=1)
 
     def _fallback(
