@@ -4,8 +4,10 @@ Stages, all inside one LightningModule so that ``python train.py model=interacti
 data=trackml`` runs everything and the checkpoint alone reproduces the pipeline:
 
 1. **Graph construction** (:class:`~hepexp.reco.graph_building.LayerPairMap`): layer pairs and
-   geometric windows learned from the training events' truth graphs (no gradient). Fitted in
-   ``setup``; the fitted tables are buffers of this module.
+   geometric windows learned from the training events' truth graphs (no gradient), or with
+   ``graph.method: module_map`` (:class:`~hepexp.reco.module_map.ModuleMap`) module pairs and
+   windows, for full-size events. Fitted in ``setup``; the fitted tables are buffers of this
+   module.
 2. **Filter** (optional, :class:`EdgeFilter`): an MLP on each candidate edge (both hits'
    features and the edge geometry), trained for ``filter.epochs`` at the start of fitting; its
    cut keeps ``filter.target_efficiency`` of the validation events' truth edges.
