@@ -50,7 +50,9 @@ def graph_record(n_particles: int, seed: int, cache: Path | None = None) -> dict
     return out
 
 
-def measure(builder, event: dict[str, np.ndarray], device: str) -> tuple[dict, float]:  # noqa: ANN001
+def measure(
+    builder: LayerPairMap | ModuleMap, event: dict[str, np.ndarray], device: str
+) -> tuple[dict, float]:
     """Edge counts (:func:`edge_metrics`, pT cuts 0.5 and 1) and seconds of one event."""
     ev = {k: torch.as_tensor(v).to(device) for k, v in event.items()}
     args = [ev["x"], ev["volume_id"], ev["layer_id"]]

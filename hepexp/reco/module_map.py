@@ -45,7 +45,10 @@ _MODULE_KEY = 1 << 20  # module key = layer key * _MODULE_KEY + module_id
 _FIT_KEYS = ("x", "volume_id", "layer_id", "module_id", "pt", "truth_edges")
 
 
-def module_key(volume_id: torch.Tensor, layer_id: torch.Tensor, module_id: torch.Tensor):
+Ids = torch.Tensor | np.ndarray
+
+
+def module_key(volume_id: Ids, layer_id: Ids, module_id: Ids) -> Ids:
     """int64 key of each hit's module: (volume_id * 1000 + layer_id) * 2**20 + module_id."""
     lib = torch if isinstance(module_id, torch.Tensor) else np
     module = module_id.long() if lib is torch else np.asarray(module_id, dtype=np.int64)
