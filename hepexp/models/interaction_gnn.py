@@ -4,8 +4,10 @@ Stages, all inside one LightningModule so that ``python train.py model=interacti
 data=trackml`` runs everything and the checkpoint alone reproduces the pipeline:
 
 1. **Graph construction** (:class:`~hepexp.reco.graph_building.LayerPairMap`): layer pairs and
-   geometric windows learned from the training events' truth graphs (no gradient). Fitted in
-   ``setup``; the fitted tables are buffers of this module.
+   geometric windows learned from the training events' truth graphs (no gradient), or with
+   ``graph.method: module_map`` (:class:`~hepexp.reco.module_map.ModuleMap`) module pairs and
+   windows, for full-size events. Fitted in ``setup``; the fitted tables are buffers of this
+   module.
 2. **Filter** (optional, :class:`EdgeFilter`): an MLP on each candidate edge (both hits'
    features and the edge geometry), trained for ``filter.epochs`` at the start of fitting; its
    cut keeps ``filter.target_efficiency`` of the validation events' truth edges.
@@ -61,6 +63,7 @@ from hepexp.reco.graph_building import (
     edge_metrics,
     edge_ratios,
 )
+from hepexp.reco.module_map import ModuleMap
 
 if TYPE_CHECKING:
     from hepexp.data.trackml.datamodule import TrackMLDataModule
@@ -217,7 +220,18 @@ DEFAULT_METRIC_LEARNING = {
     "target_pt_min": 0.5,
     "max_val_events": 20,
 }
-GRAPH_METHODS = ("layer_pairs", "metric_learning")
+DEFAULT_MODULE_MAP = {
+    "pt_min": 1.0,
+    "margin": 0.1,
+    "floor": 0.2,
+    "sparse_edges": 8,
+    "typical": 0.9,
+    "symmetric": True,
+    "max_candidates": 4_000_000,
+    "fallback_events": 20,
+    "fallback": None,
+}
+GRAPH_METHODS = ("layer_pairs", "module_map", "metric_learning")
 DEFAULT_FILTER = {
     "enabled": True,
     "hidden": 128,
@@ -254,7 +268,9 @@ class InteractionGNNTracker(HEPModule):
         pos_weight: weight of true edges in the BCE loss.
         score_cut: edge score above which an edge counts as true in the edge metrics.
         graph: ``method`` (``layer_pairs``: :class:`~hepexp.reco.graph_building.LayerPairMap`
-            with the settings in ``layer_pairs``; ``metric_learning``:
+            with the settings in ``layer_pairs``; ``module_map``:
+            :class:`~hepexp.reco.module_map.ModuleMap` with the settings in ``module_map``;
+            ``metric_learning``:
             :class:`~hepexp.reco.graph_building.MetricLearningGraph` with the settings in
             ``metric_learning``, trained for ``epochs`` before the filter, its radius set to
             keep ``target_efficiency`` of the validation truth edges of particles with pT >=
@@ -296,6 +312,9 @@ class InteractionGNNTracker(HEPModule):
         self.layer_pairs_cfg = _merged(
             DEFAULT_LAYER_PAIRS, graph.pop("layer_pairs", None), "graph.layer_pairs"
         )
+        self.module_map_cfg = _merged(
+            DEFAULT_MODULE_MAP, graph.pop("module_map", None), "graph.module_map"
+        )
         self.metric_cfg = _merged(
             DEFAULT_METRIC_LEARNING, graph.pop("metric_learning", None), "graph.metric_learning"
         )
@@ -314,6 +333,8 @@ class InteractionGNNTracker(HEPModule):
         self.node_features = node_features
         if self.graph_cfg["method"] == "layer_pairs":
             self.graph_builder = LayerPairMap(**self.layer_pairs_cfg)
+        elif self.graph_cfg["method"] == "module_map":
+            self.graph_builder = ModuleMap(**self.module_map_cfg)
         else:
             ml = self.metric_cfg
             self.graph_builder = MetricLearningGraph(
@@ -400,7 +421,8 @@ class InteractionGNNTracker(HEPModule):
         n = len(dataset)
         if self.graph_cfg["max_fit_events"] is not None:
             n = min(n, int(self.graph_cfg["max_fit_events"]))
-        for i in tqdm(range(n), desc="fitting the layer-pair map", unit="event"):
+        kind = "module" if self.graph_cfg["method"] == "module_map" else "layer-pair"
+        for i in tqdm(range(n), desc=f"fitting the {kind} map", unit="event"):
             item = dataset[i]
             record = dict(item["nodes"])
             record["truth_edges"] = item["truth_edges"]["edge"].T
@@ -408,7 +430,11 @@ class InteractionGNNTracker(HEPModule):
 
     def _graph_settings(self) -> dict:
         method = self.graph_cfg["method"]
-        cfg = self.layer_pairs_cfg if method == "layer_pairs" else self.metric_cfg
+        cfg = {
+            "layer_pairs": self.layer_pairs_cfg,
+            "module_map": self.module_map_cfg,
+            "metric_learning": self.metric_cfg,
+        }[method]
         return {"method": method, method: cfg, "fit_events": self.graph_cfg["max_fit_events"]}
 
     @property
@@ -416,7 +442,8 @@ class InteractionGNNTracker(HEPModule):
         return bool(self.graph_builder.is_fitted and self.scaler.fitted)
 
     def fit_graph_stage(self, datamodule: TrackMLDataModule) -> None:
-        """Fit the edge-feature scaling and, for ``layer_pairs``, the map on the training
+        """Fit the edge-feature scaling and, for ``layer_pairs`` / ``module_map``, the map on the
+        training
         events (or load them from the stage cache)."""
         settings = self._graph_settings()
         if self.graph_cfg["method"] == "metric_learning":
@@ -437,10 +464,11 @@ class InteractionGNNTracker(HEPModule):
             feats.append(edge_geometry(cylindrical(x), e[0], e[1]).numpy())
         self.scaler.fit(np.concatenate(feats))
         state = {"scaler": self.scaler.state_dict()}
-        if isinstance(self.graph_builder, LayerPairMap):
+        if isinstance(self.graph_builder, (LayerPairMap, ModuleMap)):
             self.graph_builder.fit(records)
             state["map"] = self.graph_builder.state_dict()
-            log.info("layer-pair map: %d layer pairs", len(self.graph_builder.pairs))
+            kind = "module" if isinstance(self.graph_builder, ModuleMap) else "layer"
+            log.info("%s map: %d %s pairs", kind, len(self.graph_builder.pairs), kind)
         _save_atomic(state, path)
         log.info("graph stage saved to %s", path)
 

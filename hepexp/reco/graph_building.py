@@ -7,7 +7,8 @@ Two builders, both torch (CPU or GPU) and vectorised over hits:
   phi slope, deta) that holds the truth edges of particles above ``pt_min``. A new event's hits
   in layer A are joined to the hits of layer B that fall in the (A, B) window. This is a module
   map at the granularity of layers: ~200 layer pairs are populated by a few training events,
-  where a map of the ~18k modules would need thousands.
+  where a map of the ~18k modules needs ~160-240 full-size events
+  (:class:`~hepexp.reco.module_map.ModuleMap`, for dense events).
 - :func:`radius_graph`, the neighbour search of metric learning: pairs of points closer than
   ``r`` in an embedding space (at most ``k`` per point), by blocks of ``torch.cdist``.
 
