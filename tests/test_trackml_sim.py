@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from hepexp.data.cache import SETTINGS_FILE
 from hepexp.data.trackml.geometry import trackml_geometry
 from hepexp.data.trackml.io import COLUMNS, load_dataset, load_event
 from hepexp.data.trackml.simulate import (
     C_LIGHT,
-    SETTINGS_FILE,
     SimulationConfig,
     decode_particle_id,
     encode_particle_id,

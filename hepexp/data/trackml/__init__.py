@@ -18,7 +18,6 @@ from hepexp.data.trackml.io import (
 from hepexp.data.trackml.simulate import (
     SimulationConfig,
     ensure_simulated,
-    simulate_dataset,
     simulate_event,
 )
 from hepexp.data.trackml.subevents import SubEvent, sample_subevent, select
@@ -40,7 +39,6 @@ __all__ = [
     "read_part",
     "sample_subevent",
     "select",
-    "simulate_dataset",
     "simulate_event",
     "trackml_geometry",
     "views",

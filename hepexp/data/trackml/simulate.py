@@ -69,7 +69,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hepexp.data.cache import SETTINGS_FILE, ensure_generated
+from hepexp.data.cache import ensure_generated
 from hepexp.data.trackml.geometry import (
     LONG_STRIP,
     PIXEL,
@@ -82,7 +82,6 @@ from hepexp.data.trackml.geometry import (
 )
 from hepexp.data.trackml.io import PARTS, event_prefix, list_events, write_event
 from hepexp.metrics.trackml import hit_weights
-from hepexp.utils.io import write_json
 from hepexp.utils.parallel import ordered_map
 
 #: bump when the simulator's output changes, so that cached datasets are regenerated
@@ -1130,28 +1129,6 @@ def _write_events(
     desc = "simulating TrackML events" if progress else None
     for _ in ordered_map(job, range(n_events), workers, desc=desc, unit="event"):
         pass
-
-
-def simulate_dataset(
-    out_dir: str | os.PathLike,
-    n_events: int,
-    n_particles: int,
-    seed: int,
-    compress: bool = False,
-    progress: bool = True,
-    workers: int = 1,
-    **options: Any,
-) -> Path:
-    """Simulate ``n_events`` events into ``out_dir`` (``event000000001-*.csv`` ...) with
-    ``workers`` processes (-1: all cores) and record the settings in ``simulation.json``
-    (written last). Returns ``out_dir``."""
-    settings = dataset_settings(n_events, n_particles, seed, compress, **options)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / SETTINGS_FILE).unlink(missing_ok=True)
-    _write_events(out_dir, n_events, n_particles, seed, compress, progress, workers, **options)
-    write_json(out_dir / SETTINGS_FILE, settings)
-    return out_dir
 
 
 def ensure_simulated(
