@@ -150,8 +150,10 @@ def test_bad_sources_and_settings(tmp_path):
     bad = tmp_path / "bad.parquet"
     pq.write_table(pa.table({"x": [1.0]}), bad)
     dm = PrometheusDataModule(data_dir=str(tmp_path), source=str(bad), splits="test")
-    with pytest.raises(PrometheusFormatError, match="bad.parquet: missing column 'photons'"):
+    with pytest.raises(PrometheusFormatError, match="bad.parquet: missing column 'photons'") as err:
         dm.prepare_data()
+    # a data error like any other: it names the file
+    assert isinstance(err.value, DataError) and err.value.path == str(bad)
     for splits in ("everything", {"train": 1.0, "holdout": 0.5}, {"train": -1.0}):
         with pytest.raises(ConfigError, match="data.splits"):
             PrometheusDataModule(splits=splits)

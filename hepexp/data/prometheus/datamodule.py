@@ -237,7 +237,9 @@ class PrometheusDataModule(HEPDataModule):
             try:
                 counts.append(pq.ParquetFile(f).metadata.num_rows)
             except (pa.ArrowInvalid, OSError) as err:
-                raise PrometheusFormatError(f"{f}: not a readable Parquet file ({err})") from err
+                raise PrometheusFormatError(
+                    f, None, f"not a readable Parquet file ({err})"
+                ) from err
         return counts
 
     def split_events(self, split: str) -> np.ndarray:

@@ -31,7 +31,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from hepexp.errors import HepexpError
+from hepexp.errors import DataError
 
 __all__ = [
     "CONFIG_KEY",
@@ -93,7 +93,7 @@ _REQUIRED_PHOTON_FIELDS = (
 )
 
 
-class PrometheusFormatError(HepexpError, ValueError):
+class PrometheusFormatError(DataError):
     """A file does not follow the Prometheus event (or `.geo`) format."""
 
 
@@ -177,13 +177,15 @@ def _check_schema(path: Path, schema: pa.Schema, groups: Iterable[str]) -> set[s
     for group in groups:
         if group not in schema.names:
             raise PrometheusFormatError(
-                f"{path}: missing column '{group}' (Prometheus files have 'mc_truth' and 'photons'; "
-                f"found {schema.names})"
+                path,
+                None,
+                f"missing column '{group}' (Prometheus files have 'mc_truth' and 'photons'; "
+                f"found {schema.names})",
             )
         gtype = _plain_type(schema.field(group).type)
         if not pa.types.is_struct(gtype):
             raise PrometheusFormatError(
-                f"{path}: column '{group}' has type {gtype}, expected a struct (record)"
+                path, None, f"column '{group}' has type {gtype}, expected a struct (record)"
             )
         present = {gtype.field(i).name: gtype.field(i).type for i in range(gtype.num_fields)}
         required = _REQUIRED_PHOTON_FIELDS if group == "photons" else ()
@@ -191,13 +193,17 @@ def _check_schema(path: Path, schema: pa.Schema, groups: Iterable[str]) -> set[s
             if name not in present:
                 if name in required:
                     raise PrometheusFormatError(
-                        f"{path}: missing field '{group}.{name}' (expected {_describe(is_list, dtype)})"
+                        path,
+                        None,
+                        f"missing field '{group}.{name}' (expected {_describe(is_list, dtype)})",
                     )
                 continue
             if not _leaf_matches(present[name], is_list, dtype):
                 raise PrometheusFormatError(
-                    f"{path}: field '{group}.{name}' has type {present[name]}, "
-                    f"expected {_describe(is_list, dtype)}"
+                    path,
+                    None,
+                    f"field '{group}.{name}' has type {present[name]}, "
+                    f"expected {_describe(is_list, dtype)}",
                 )
             leaf = present[name].value_type if is_list else present[name]
             if leaf != _ARROW_TYPES[dtype]:
@@ -212,7 +218,7 @@ def _open(path: str | os.PathLike) -> tuple[Path, pq.ParquetFile]:
     try:
         return path, pq.ParquetFile(path)
     except (pa.ArrowInvalid, OSError) as err:
-        raise PrometheusFormatError(f"{path}: not a readable Parquet file ({err})") from err
+        raise PrometheusFormatError(path, None, f"not a readable Parquet file ({err})") from err
 
 
 def _split_columns(
@@ -227,7 +233,9 @@ def _split_columns(
         group, _, sub = col.partition(".")
         if group not in _GROUPS:
             raise PrometheusFormatError(
-                f"{path}: unknown column '{col}' (expected 'mc_truth', 'photons' or 'group.field')"
+                path,
+                None,
+                f"unknown column '{col}' (expected 'mc_truth', 'photons' or 'group.field')",
             )
         if group not in groups:
             groups.append(group)
@@ -248,7 +256,7 @@ def _to_awkward(
         wanted = keep.get(group, rec.fields)
         missing = [f for f in wanted if f not in rec.fields]
         if missing:
-            raise PrometheusFormatError(f"{path}: missing field '{group}.{missing[0]}'")
+            raise PrometheusFormatError(path, None, f"missing field '{group}.{missing[0]}'")
         cols = {}
         for name in wanted:
             col = rec[name]
@@ -260,7 +268,7 @@ def _to_awkward(
                     n_null += int(ak.sum(ak.is_none(col, axis=1)))
                 if n_null:
                     raise PrometheusFormatError(
-                        f"{path}: field '{group}.{name}' has {n_null} null values"
+                        path, None, f"field '{group}.{name}' has {n_null} null values"
                     )
                 col = ak.fill_none(col, 0, axis=None)
             if f"{group}.{name}" in to_cast:  # normalise int32/float32 variants
@@ -290,13 +298,15 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
     meta = pf.schema_arrow.metadata or {}
     if CONFIG_KEY not in meta:
         raise PrometheusFormatError(
-            f"{path}: no run configuration (schema metadata key '{CONFIG_KEY.decode()}' is missing)"
+            path,
+            None,
+            f"no run configuration (schema metadata key '{CONFIG_KEY.decode()}' is missing)",
         )
     try:
         return json.loads(meta[CONFIG_KEY])
     except json.JSONDecodeError as err:
         raise PrometheusFormatError(
-            f"{path}: schema metadata '{CONFIG_KEY.decode()}' is not valid JSON ({err})"
+            path, None, f"schema metadata '{CONFIG_KEY.decode()}' is not valid JSON ({err})"
         ) from err
 
 
@@ -331,7 +341,7 @@ def _leaf_array(
     path: Path, group: str, rec: ak.Array, name: str, is_list: bool, dtype: str
 ) -> pa.Array:
     if name not in rec.fields:
-        raise PrometheusFormatError(f"{path}: cannot write, events lack field '{group}.{name}'")
+        raise PrometheusFormatError(path, None, f"cannot write, events lack field '{group}.{name}'")
     col = rec[name]
     try:
         if not is_list:
@@ -344,7 +354,7 @@ def _leaf_array(
     except (ValueError, TypeError, np.exceptions.AxisError) as err:
         kind = _describe(is_list, dtype)
         raise PrometheusFormatError(
-            f"{path}: cannot write field '{group}.{name}' as {kind} ({err})"
+            path, None, f"cannot write field '{group}.{name}' as {kind} ({err})"
         ) from err
     offsets = np.zeros(len(counts) + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
@@ -358,7 +368,7 @@ def _events_to_table(path: Path, events: ak.Array, schema: pa.Schema) -> pa.Tabl
     groups = []
     for group, fields in _GROUPS.items():
         if group not in events.fields:
-            raise PrometheusFormatError(f"{path}: cannot write, events lack field '{group}'")
+            raise PrometheusFormatError(path, None, f"cannot write, events lack field '{group}'")
         rec = events[group]
         arrays = [_leaf_array(path, group, rec, *spec) for spec in fields]
         groups.append(pa.StructArray.from_arrays(arrays, fields=list(schema.field(group).type)))
@@ -449,7 +459,7 @@ def read_geometry(path: str | os.PathLike) -> pd.DataFrame:
         start = next(i for i, line in enumerate(lines) if line.strip() == _MODULES_HEADER)
     except StopIteration:
         raise PrometheusFormatError(
-            f"{path}: no '{_MODULES_HEADER}' line; not a .geo file"
+            path, None, f"no '{_MODULES_HEADER}' line; not a .geo file"
         ) from None
     attrs: dict[str, Any] = {}
     for line in lines[:start]:
@@ -466,19 +476,19 @@ def read_geometry(path: str | os.PathLike) -> pd.DataFrame:
             continue
         if len(parts) != 5:
             raise PrometheusFormatError(
-                f"{path}:{lineno}: expected 5 columns 'x y z string om', got {len(parts)}"
+                f"{path}:{lineno}", None, f"expected 5 columns 'x y z string om', got {len(parts)}"
             )
         rows.append(parts)
     if not rows:
-        raise PrometheusFormatError(f"{path}: no modules listed after '{_MODULES_HEADER}'")
+        raise PrometheusFormatError(path, None, f"no modules listed after '{_MODULES_HEADER}'")
     raw = np.array(rows)
     try:
         xyz = raw[:, :3].astype(np.float64)
         ids = raw[:, 3:].astype(np.float64)
     except ValueError as err:
-        raise PrometheusFormatError(f"{path}: non-numeric module row ({err})") from err
+        raise PrometheusFormatError(path, None, f"non-numeric module row ({err})") from err
     if not np.all(ids == np.round(ids)):
-        raise PrometheusFormatError(f"{path}: string and om columns must be integers")
+        raise PrometheusFormatError(path, None, "string and om columns must be integers")
     df = pd.DataFrame(
         {
             "x": xyz[:, 0],
@@ -491,7 +501,7 @@ def read_geometry(path: str | os.PathLike) -> pd.DataFrame:
     if df.duplicated(["string_id", "sensor_id"]).any():
         dup = df[df.duplicated(["string_id", "sensor_id"])].iloc[0]
         raise PrometheusFormatError(
-            f"{path}: module (string {dup.string_id}, om {dup.sensor_id}) listed twice"
+            path, None, f"module (string {dup.string_id}, om {dup.sensor_id}) listed twice"
         )
     df.attrs.update(attrs)
     return df
@@ -507,7 +517,7 @@ def write_geometry(
     path = Path(path)
     missing = [c for c in ("x", "y", "z", "string_id", "sensor_id") if c not in geometry.columns]
     if missing:
-        raise PrometheusFormatError(f"{path}: geometry lacks column '{missing[0]}'")
+        raise PrometheusFormatError(path, None, f"geometry lacks column '{missing[0]}'")
     lines = [
         "### Metadata ###",
         f"Medium:\t{medium}",
