@@ -97,3 +97,13 @@ def test_presets_keep_the_recipe_but_change_the_latent_or_network(tmp_path: Path
         None,
         1.0e-4,
     )
+
+
+def test_config_mistakes_are_config_errors() -> None:
+    with pytest.raises(ConfigError, match="loss_weights needs 4 non-negative numbers"):
+        JetAutoencoder(transforms=TRANSFORMS, loss_weights=[1.0, 1.0])
+    # the same kind of mistake in another model's settings: the same error class
+    from hepexp.models.attention import AttentionContext
+
+    with pytest.raises(ConfigError, match="attention layout must be 'padded' or 'packed'"):
+        AttentionContext(torch.ones(2, 3, dtype=torch.bool), layout="ragged")

@@ -37,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hepexp.errors import ConfigError
+
 Layout = Literal["padded", "packed"]
 PackedKernel = Literal["auto", "flex", "loop", "dense"]
 FLEX_BLOCK = 128
@@ -163,9 +165,9 @@ class AttentionContext:
         compile_flex: bool | Literal["auto"] = "auto",
     ) -> None:
         if layout not in ("padded", "packed"):
-            raise ValueError(f"attention layout must be 'padded' or 'packed', got {layout!r}")
+            raise ConfigError(f"attention layout must be 'padded' or 'packed', got {layout!r}")
         if kernel not in ("flex", "loop", "dense"):
-            raise ValueError(f"packed kernel must be 'flex', 'loop' or 'dense', got {kernel!r}")
+            raise ConfigError(f"packed kernel must be 'flex', 'loop' or 'dense', got {kernel!r}")
         self.layout = layout
         self.kernel = kernel
         self.mask = mask

@@ -876,7 +876,7 @@ class InteractionGNNTracker(HEPModule):
         if options:
             raise TypeError(f"interaction_gnn convert takes no options {sorted(options)}")
         if mode not in (None, "tracks"):
-            raise ValueError(f"interaction_gnn convert mode must be 'tracks', got {mode!r}")
+            raise ConfigError(f"interaction_gnn convert mode must be 'tracks', got {mode!r}")
         if device:
             self.to(device)
         parts = ("hits", "cells") if datamodule.use_cells else ("hits",)

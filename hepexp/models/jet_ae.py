@@ -73,7 +73,7 @@ class JetAutoencoder(HEPModule):
             torch.ones(len(self.features)) if loss_weights is None else torch.tensor(loss_weights)
         )
         if weights.shape != (len(self.features),) or (weights < 0).any():
-            raise ValueError(
+            raise ConfigError(
                 f"loss_weights needs {len(self.features)} non-negative numbers, got {loss_weights}"
             )
         self.register_buffer("loss_weights", weights / weights.mean(), persistent=False)
@@ -296,7 +296,7 @@ class JetAutoencoder(HEPModule):
             latent_cols = [f"latent_{i}" for i in range(self.latent_dim)]
             out = pd.concat([jets, table[latent_cols]], axis=1)
         else:
-            raise ValueError(f"jet_ae convert mode must be 'encode' or 'decode', got '{mode}'")
+            raise ConfigError(f"jet_ae convert mode must be 'encode' or 'decode', got '{mode}'")
         write_jets(output_path, out)
         return {"mode": mode, "n_jets": len(out), "output": str(output_path)}
 

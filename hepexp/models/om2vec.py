@@ -46,6 +46,7 @@ from torch import nn
 
 from hepexp.data.prometheus.datamodule import densify_batch
 from hepexp.data.prometheus.preprocess import om_histograms
+from hepexp.errors import ConfigError
 from hepexp.models.base import HEPModule
 
 if TYPE_CHECKING:
@@ -303,9 +304,9 @@ class SparseEncoder(nn.Module):
 
 def _check_exact_bins(exact_bins: int, relative: bool, latent_dim: int) -> None:
     if exact_bins < 0 or (exact_bins and not relative):
-        raise ValueError(f"exact_bins must be >= 0 and needs relative=True, got {exact_bins}")
+        raise ConfigError(f"exact_bins must be >= 0 and needs relative=True, got {exact_bins}")
     if 2 * exact_bins >= latent_dim:
-        raise ValueError(
+        raise ConfigError(
             f"exact_bins={exact_bins} takes {2 * exact_bins} latent dimensions; latent_dim "
             f"{latent_dim} leaves none to learn (use exact_bins < latent_dim / 2)"
         )
@@ -450,11 +451,11 @@ class Om2Vec(HEPModule):
     ) -> None:
         super().__init__(**base)
         if beta_schedule not in ("cosine", "linear", "constant"):
-            raise ValueError(
+            raise ConfigError(
                 f"beta_schedule must be cosine, linear or constant, got {beta_schedule}"
             )
         if loss_norm not in ("om", "photon"):
-            raise ValueError(f"loss_norm must be 'om' or 'photon', got '{loss_norm}'")
+            raise ConfigError(f"loss_norm must be 'om' or 'photon', got '{loss_norm}'")
         self.encoder, self.decoder = encoder, decoder
         self.latent_dim, self.num_bins, self.max_time = latent_dim, int(num_bins), float(max_time)
         self.beta_max, self.beta_warmup_steps, self.beta_schedule = (
@@ -672,5 +673,5 @@ class Om2Vec(HEPModule):
         from hepexp.models.om2vec_convert import convert_latents
 
         if mode not in (None, "latents"):
-            raise ValueError(f"om2vec convert has one mode, 'latents'; got '{mode}'")
+            raise ConfigError(f"om2vec convert has one mode, 'latents'; got '{mode}'")
         return convert_latents(self, datamodule, input_path, output_path, **options)

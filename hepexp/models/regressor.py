@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from hepexp.data.trackml import views
 from hepexp.data.trackml.datamodule import EventHitsCollate
+from hepexp.errors import ConfigError
 from hepexp.metrics.stats import summarize
 from hepexp.metrics.trackml import efficiencies, match_particles, score_event
 from hepexp.models.attention import SetTransformer
@@ -133,12 +134,12 @@ class TransformerRegressor(HEPModule):
     ) -> None:
         super().__init__(**base)
         if num_targets != len(TARGETS):
-            raise ValueError(
+            raise ConfigError(
                 f"regressor_flash regresses {len(TARGETS)} targets {TARGETS}, "
                 f"but the data provides num_targets={num_targets}"
             )
         if geometric_attention not in (False, True, "azimuth"):
-            raise ValueError(
+            raise ConfigError(
                 f"geometric_attention must be true, false or 'azimuth', got {geometric_attention!r}"
             )
         attention = {"layout": "padded", "packed_kernel": "auto", "compile_flex": "auto"} | dict(
@@ -174,7 +175,7 @@ class TransformerRegressor(HEPModule):
         self.augment = {"rotate_phi": False, "flip_z": False} | dict(augment or {})
         unknown = set(self.augment) - {"rotate_phi", "flip_z"}
         if unknown:
-            raise ValueError(f"augment: unknown keys {sorted(unknown)}; use rotate_phi, flip_z")
+            raise ConfigError(f"augment: unknown keys {sorted(unknown)}; use rotate_phi, flip_z")
         self.val_score_events = int(val_score_events)
         self.eval_batch_size = eval_batch_size
         self.pt_min = pt_min
@@ -616,7 +617,7 @@ class TransformerRegressor(HEPModule):
 
         mode = mode or "tracks"
         if mode != "tracks":
-            raise ValueError(f"regressor_flash convert mode must be 'tracks', got '{mode}'")
+            raise ConfigError(f"regressor_flash convert mode must be 'tracks', got '{mode}'")
         unknown = set(options) - {"nevents", "min_cluster_size", "min_samples", "q_scale"}
         if unknown:
             raise TypeError(f"regressor_flash convert: unknown options {sorted(unknown)}")

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from hepexp.data.trackml import views
 from hepexp.data.trackml.io import event_prefix, list_events, load_event
 from hepexp.data.trackml.subevents import SubEvent, select
-from hepexp.errors import DataError
+from hepexp.errors import ConfigError, DataError
 from hepexp.metrics import vqvae as vqm
 from hepexp.models.base import HEPModule
 from hepexp.models.blocks import mlp
@@ -90,7 +90,7 @@ class VQVAE(HEPModule):
     ) -> None:
         super().__init__(**base)
         if recon_loss not in RECON_LOSSES:
-            raise ValueError(f"recon_loss must be one of {RECON_LOSSES}, got '{recon_loss}'")
+            raise ConfigError(f"recon_loss must be one of {RECON_LOSSES}, got '{recon_loss}'")
         self.quantizer = VectorQuantizer(**(quantizer or {}))
         self.coord_scale = float(coord_scale)
         self.recon_loss = recon_loss
@@ -369,7 +369,7 @@ class VQVAE(HEPModule):
             table = table.assign(x=xyz[:, 0], y=xyz[:, 1], z=xyz[:, 2])
             summary = {"n_hits": len(table)}
         else:
-            raise ValueError(f"vqvae convert mode must be 'encode' or 'decode', got '{mode}'")
+            raise ConfigError(f"vqvae convert mode must be 'encode' or 'decode', got '{mode}'")
         write_parquet(table, Path(output_path))
         return {"mode": mode, "output": str(output_path), **summary}
 
@@ -512,7 +512,7 @@ class TrackVQVAE(VQVAE):
     ) -> None:
         super().__init__(**common)
         if anchor_input and anchor is None:
-            raise ValueError("anchor_input needs an anchor MLP (set anchor, e.g. [128, 128])")
+            raise ConfigError("anchor_input needs an anchor MLP (set anchor, e.g. [128, 128])")
         dim = self.quantizer.dim
         self.max_len = max_len
         self.embed_in = nn.Linear(self.n_features, d_model)
