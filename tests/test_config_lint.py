@@ -1,0 +1,67 @@
+"""Experiment and search files state only what they change.
+
+A value that an experiment (or hparams_search) file sets to exactly what the composed defaults
+already hold is noise at best, and at worst pins an old default when the default moves on.
+Each file's values are compared with the config composed from the same group choices without it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from .conftest import CONF_DIR, compose_config
+
+GROUPS = ("experiment", "hparams_search")
+FILES = sorted((CONF_DIR / g / f"{p.stem}") for g in GROUPS for p in (CONF_DIR / g).glob("*.yaml"))
+
+
+def _group_choices(defaults: list[Any], group: str) -> list[str]:
+    """The file's defaults list as overrides: ``override /data: trackml`` entries (hydra/ and
+    sweeper choices left out) and files of its own group that it builds on."""
+    out = []
+    for entry in defaults or []:
+        if isinstance(entry, str):
+            if entry != "_self_":
+                out.append(f"{group}={entry}")
+            continue
+        for key, value in entry.items():
+            group = key.removeprefix("override ").strip().lstrip("/")
+            if key.startswith("override") and not group.startswith("hydra"):
+                out.append(f"{group}={value}")
+    return out
+
+
+def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            out |= _leaves(value, f"{prefix}.{key}" if prefix else str(key))
+        return out
+    return {prefix: node}
+
+
+def _lookup(cfg: Any, dotted: str) -> tuple[bool, Any]:
+    node = cfg
+    for part in dotted.split("."):
+        if not hasattr(node, "keys") or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_no_value_restates_the_default(tmp_path: Path, path: Path) -> None:
+    raw = yaml.safe_load(path.with_suffix(".yaml").read_text()) or {}
+    choices = _group_choices(raw.pop("defaults", []), path.parent.name)
+    values = {k: v for k, v in _leaves(raw).items() if not k.startswith("hydra.")}
+    base = compose_config(tmp_path, choices)
+    restated = []
+    for key, value in values.items():
+        present, default = _lookup(base, key)
+        if present and not hasattr(default, "keys") and default == value:
+            restated.append(f"{key}: {value!r}")
+    assert not restated, f"{path.parent.name}/{path.name}.yaml restates defaults: {restated}"
