@@ -65,3 +65,26 @@ def test_no_value_restates_the_default(tmp_path: Path, path: Path) -> None:
         if present and not hasattr(default, "keys") and default == value:
             restated.append(f"{key}: {value!r}")
     assert not restated, f"{path.parent.name}/{path.name}.yaml restates defaults: {restated}"
+
+
+def test_one_scheduler_group_serves_every_model(tmp_path: Path) -> None:
+    """The one-cycle schedule is written once (model/scheduler/one_cycle.yaml); models and
+    experiments choose it and set their warm-up share."""
+    expected = {
+        ("regressor_flash", "trackml"): 0.15,
+        ("jet_ae", "atlas_jets"): 0.1,
+        ("om2vec", "prometheus"): 0.05,
+        ("om2vec_reference", "prometheus"): 0.05,
+    }
+    for (model, data), pct_start in expected.items():
+        cfg = compose_config(tmp_path, [f"model={model}", f"data={data}"])
+        assert cfg.model.scheduler._target_.endswith("TimedOneCycleLR"), model
+        assert (cfg.model.scheduler.pct_start, cfg.model.scheduler_interval) == (pct_start, "step")
+        assert cfg.model.scheduler.max_lr == cfg.model.optimizer.lr
+    # a constant rate, as the VQ-VAEs have by default
+    flat = compose_config(tmp_path, ["model=om2vec", "data=prometheus", "model.scheduler=null"])
+    assert flat.model.scheduler is None
+    assert compose_config(tmp_path, ["model=vqvae_cond"]).model.scheduler is None
+    tuned = compose_config(tmp_path, ["experiment=vqvae_cond_tuned"])
+    assert (tuned.model.scheduler.pct_start, tuned.model.optimizer.lr) == (0.05, 1.0e-3)
+    assert tuned.model.scheduler.max_lr == 1.0e-3
