@@ -115,7 +115,25 @@ def _expand_ranges(start: torch.Tensor, count: torch.Tensor) -> tuple[torch.Tens
     return owner, pos
 
 
-class LayerPairMap(nn.Module):
+class PairWindowTables(nn.Module):
+    """Fitted tables shared by the pair-window graph builders (:class:`LayerPairMap`,
+    :class:`~hepexp.reco.module_map.ModuleMap`): the keys of the detector elements (layers or
+    modules), their pairs (P, 2), each pair's feature window ``lo``/``hi`` (P, F) and its
+    number of truth edges. Buffers, so they travel in the model's checkpoint."""
+
+    def _register_tables(self, key_name: str, n_features: int) -> None:
+        self.register_buffer(key_name, torch.zeros(0, dtype=torch.int64))
+        self.register_buffer("pairs", torch.zeros((0, 2), dtype=torch.int64))
+        self.register_buffer("lo", torch.zeros((0, n_features)))
+        self.register_buffer("hi", torch.zeros((0, n_features)))
+        self.register_buffer("pair_edges", torch.zeros(0, dtype=torch.int64))
+
+    @property
+    def is_fitted(self) -> bool:
+        return len(self.pairs) > 0
+
+
+class LayerPairMap(PairWindowTables):
     """Geometric graph construction learned from training events (see the module docstring).
 
     Args:
@@ -158,15 +176,7 @@ class LayerPairMap(nn.Module):
         self.min_edges = min_edges
         self.symmetric = symmetric
         self.max_candidates = max_candidates
-        self.register_buffer("layer_keys", torch.zeros(0, dtype=torch.int64))
-        self.register_buffer("pairs", torch.zeros((0, 2), dtype=torch.int64))
-        self.register_buffer("lo", torch.zeros((0, len(EDGE_FEATURES))))
-        self.register_buffer("hi", torch.zeros((0, len(EDGE_FEATURES))))
-        self.register_buffer("pair_edges", torch.zeros(0, dtype=torch.int64))
-
-    @property
-    def is_fitted(self) -> bool:
-        return len(self.pairs) > 0
+        self._register_tables("layer_keys", len(EDGE_FEATURES))
 
     def settings(self) -> dict:
         """What the fitted map depends on (besides the training events)."""

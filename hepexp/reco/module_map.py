@@ -22,7 +22,6 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 
 from hepexp.reco.graph_building import (
     _LAYER_KEY,
@@ -31,6 +30,7 @@ from hepexp.reco.graph_building import (
     _Z0_CLIP,
     EDGE_FEATURES,
     LayerPairMap,
+    PairWindowTables,
     _expand_ranges,
     cylindrical,
     edge_geometry,
@@ -111,7 +111,7 @@ def _mirrored(
     return np.concatenate(out_src), np.concatenate(out_dst), np.concatenate(out_feats)
 
 
-class ModuleMap(nn.Module):
+class ModuleMap(PairWindowTables):
     """Graph construction from a map of module pairs (see the module docstring).
 
     Args:
@@ -161,15 +161,7 @@ class ModuleMap(nn.Module):
         self.fallback_events = fallback_events
         self.fallback_cfg = {"pt_min": pt_min, **dict(fallback or {})}
         self.fallback = LayerPairMap(**self.fallback_cfg)
-        self.register_buffer("module_keys", torch.zeros(0, dtype=torch.int64))
-        self.register_buffer("pairs", torch.zeros((0, 2), dtype=torch.int64))
-        self.register_buffer("lo", torch.zeros((0, len(CUT_FEATURES))))
-        self.register_buffer("hi", torch.zeros((0, len(CUT_FEATURES))))
-        self.register_buffer("pair_edges", torch.zeros(0, dtype=torch.int64))
-
-    @property
-    def is_fitted(self) -> bool:
-        return len(self.pairs) > 0
+        self._register_tables("module_keys", len(CUT_FEATURES))
 
     def settings(self) -> dict:
         """What the fitted map depends on (besides the training events)."""
