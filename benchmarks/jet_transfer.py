@@ -24,7 +24,7 @@ import pandas as pd
 
 import hepexp
 from hepexp.data.jets import read_jets, simulate_jets
-from hepexp.metrics.jets import residual_metrics
+from hepexp.metrics.jets import jet_energy, residual_metrics
 from hepexp.models.jet_ae import JetAutoencoder
 
 CMS_FILE = "data/jets/nanoAOD_2015_CMS_Open_Data_ttbar.root"
@@ -62,11 +62,32 @@ def samples(n_jets: int) -> dict[str, pd.DataFrame]:
     }
 
 
+def _columns(jets: pd.DataFrame) -> dict[str, np.ndarray]:
+    return {c: jets[c].to_numpy(np.float64) for c in ("m", "pt", "phi", "eta")}
+
+
 def evaluate(model: JetAutoencoder, jets: pd.DataFrame) -> dict[str, float]:
     """Residual metrics of ``model`` on ``jets`` (GeV)."""
-    pred = model.predict(jets, units="GeV")
-    as_dict = lambda t: {c: t[c].to_numpy(np.float64) for c in ("m", "pt", "phi", "eta")}  # noqa: E731
-    return residual_metrics(as_dict(jets), as_dict(pred))
+    return residual_metrics(_columns(jets), _columns(model.predict(jets, units="GeV")))
+
+
+def remarks(jets: pd.DataFrame, pred: pd.DataFrame) -> str:
+    """The jet with the largest pT residual, and the E std left once the predicted masses are
+    rescaled by their median offset (jets with m > 1 GeV in and out): is E's residual an offset
+    of the mass or its spread?"""
+    rel = (pred.pt - jets.pt) / jets.pt
+    worst = rel.abs().idxmax()
+    heavy = (jets.m > 1) & (pred.m > 1)
+    scale = float(np.exp(-np.median(np.log(pred.m[heavy] / jets.m[heavy]))))
+    true_e = jet_energy(*(jets[c].to_numpy(np.float64) for c in ("m", "pt", "eta")))
+    scaled_e = jet_energy(pred.m.to_numpy() * scale, pred.pt.to_numpy(), pred.eta.to_numpy())
+    without = np.delete(rel.to_numpy(), jets.index.get_loc(worst))
+    return (
+        f"worst pT residual {rel[worst]:+.3f} (m {jets.m[worst]:.3f} GeV, pT "
+        f"{jets.pt[worst]:.1f} -> {pred.pt[worst]:.1f} GeV), pT std without it "
+        f"{100 * without.std():.3g}%; predicted masses {100 * (1 / scale - 1):+.0f}% "
+        f"(median), E std after rescaling them {100 * np.std((scaled_e - true_e) / true_e):.3g}%"
+    )
 
 
 def main() -> None:
@@ -76,16 +97,18 @@ def main() -> None:
     args = parser.parse_args()
 
     jets = samples(args.n)
-    rows = []
+    rows, notes = [], []
     for item in args.checkpoints:
         label, _, path = item.rpartition("=")
         model = hepexp.load_model(path)
         for name, sample in jets.items():
-            metrics = evaluate(model, sample)
+            pred = model.predict(sample, units="GeV")
+            metrics = residual_metrics(_columns(sample), _columns(pred))
             rows.append(
                 {"model": label or path, "jets": name}
                 | {short: metrics[key] for key, short in COLUMNS.items()}
             )
+            notes.append(f"- {label or path}, {name}: {remarks(sample, pred)}")
     table = pd.DataFrame(rows)
     pct = [c for c in table.columns if c.endswith(("std", "sigma68"))]
     table[pct] = table[pct].map(lambda v: f"{100 * v:.3g}%")
@@ -95,6 +118,8 @@ def main() -> None:
     print("|" + "---|" * len(table.columns))
     for row in table.itertuples(index=False):
         print("| " + " | ".join(map(str, row)) + " |")
+    print()
+    print("\n".join(notes))
 
 
 if __name__ == "__main__":
