@@ -22,7 +22,7 @@ def wandb_records(path: Path) -> Iterator[bytes]:
         length, kind = int.from_bytes(data[pos + 4 : pos + 6], "little"), data[pos + 6]
         chunk = data[pos + 7 : pos + 7 + length]
         pos += 7 + length
-        if kind == 0:
+        if kind == 0 or len(chunk) < length:  # the end, or a record still being written
             break
         pending = chunk if kind in (1, 2) else pending + chunk
         if kind in (1, 4):
@@ -42,10 +42,18 @@ def wandb_run(run_dir: Path, wait_s: float = 30.0) -> dict:
     (type, name) of an offline W&B run, read from its log.
 
     W&B's service process may still be writing the log when ``finish()`` returns on a loaded
-    machine: the log is read again until it holds the run record, for at most ``wait_s``."""
+    machine: the log is read again until it holds the run record and parses whole (a record
+    caught half-written does not), for at most ``wait_s``."""
+    from google.protobuf.message import DecodeError
+
     deadline = time.monotonic() + wait_s
     while True:
-        info = _read_run(run_dir)
+        try:
+            info = _read_run(run_dir)
+        except DecodeError:
+            if time.monotonic() > deadline:
+                raise
+            info = {}
         if "id" in info or time.monotonic() > deadline:
             return info
         time.sleep(0.5)
