@@ -98,6 +98,7 @@ def test_evaluate_and_convert_need_only_the_checkpoint(gnn_run: Path) -> None:
     after_train = json.loads((gnn_run / "logs/train/runs/gnn/evaluation/metrics.json").read_text())
     assert metrics["trackml_score"] == pytest.approx(after_train["trackml_score"])
     assert metrics["tracks_pt0/n_particles"] == after_train["tracks_pt0/n_particles"] > 0
+    assert 0 < metrics["peak_memory_gb"] < 20
 
     events = next((gnn_run / "data/trackml/simulated").iterdir())
     out = gnn_run / "submission.csv"
@@ -107,8 +108,13 @@ def test_evaluate_and_convert_need_only_the_checkpoint(gnn_run: Path) -> None:
         f"input={events}",
         f"output={out}",
         cwd=gnn_run,
-        env=ONE_THREAD,
+        env={"HEPEXP_RUN_ID": "cv", **ONE_THREAD},
     )
+    summary = json.loads((gnn_run / "logs/convert/runs/cv/convert.json").read_text())
+    stages = ("read", "inputs", "graph", "filter", "gnn", "tracks")
+    seconds = [summary[f"seconds_per_event/{k}"] for k in stages]
+    assert min(seconds) >= 0 and summary["seconds_per_event/total"] == pytest.approx(sum(seconds))
+    assert 0 < summary["peak_memory_gb"] < 20
     sub = pd.read_csv(out)
     assert list(sub.columns) == ["event_id", "hit_id", "track_id"]
     assert sorted(sub.event_id.unique()) == list(range(1, 21))
@@ -163,3 +169,48 @@ def test_init_from_a_different_model_is_a_config_error(gnn_run: Path) -> None:
     cfg.model.hidden = 8
     with pytest.raises(ConfigError, match="init_from"):
         build_model(cfg.model).load_weights(ckpt)
+
+
+@pytest.mark.slow
+def test_gnn_gpu_script_plumbing_on_cpu(gnn_run: Path, tmp_path: Path) -> None:
+    """benchmarks/gnn_gpu.sh (speed, fine-tuning of a CPU checkpoint on denser events,
+    evaluation on fresh events) completes on a CPU with tiny sizes and reports its figures."""
+    import os
+    import subprocess
+
+    ckpt = gnn_run / "logs/train/runs/gnn/checkpoints/best.ckpt"
+    out = tmp_path / "out"
+    env = {
+        **os.environ,
+        **ONE_THREAD,
+        "DEVICE": "cpu",
+        "WORK_DIR": str(tmp_path / "work"),
+        "BUDGET_S": "400",
+        "EVAL_S": "200",
+        "N_PARTICLES": "150",
+        "TRAIN_EVENTS": "10",
+        "TEST_EVENTS": "2",
+        "SPEED": "--nodes 500 --edges 2000 --repeats 1 --hidden 16 --iterations 2 --variants fp32",
+        # the sizes of the tiny checkpoint (the real recipe fine-tunes experiment=gnn_2k_cpu)
+        "EXTRA": "model.graph.method=layer_pairs model.hidden=16 model.n_iterations=2 "
+        "model.filter.hidden=16 trainer.max_epochs=1",
+    }
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(
+        ["bash", str(root / "benchmarks/gnn_gpu.sh"), str(out), str(ckpt)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    logs = {p.name: p.read_text()[-1500:] for p in (out / "logs").glob("*.log")}
+    assert proc.returncode == 0, (proc.stdout[-2000:], logs)
+    metrics = json.loads((out / "gnn_full_metrics.json").read_text())
+    assert metrics["n_events"] == 2 and 100 < metrics["particles_per_event"] < 200
+    assert 0 <= metrics["tracks_pt1/double_majority"] <= 1 and metrics["peak_memory_gb"] > 0
+    speed = json.loads((out / "speed_gnn.json").read_text())
+    assert list(speed["variants"]) == ["fp32"] and speed["variants"]["fp32"]["train_s"] > 0
+    tuned = torch.load(out / "gnn_full.ckpt", map_location="cpu", weights_only=True)
+    before = torch.load(ckpt, map_location="cpu", weights_only=True)
+    assert torch.equal(tuned["state_dict"]["filter_cut"], before["state_dict"]["filter_cut"])
+    assert "tracks_pt1/double_majority" in proc.stdout, "the figures are printed"

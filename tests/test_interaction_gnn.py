@@ -104,6 +104,24 @@ def test_checkpointing_gives_the_same_gradients() -> None:
         torch.testing.assert_close(a.grad, b.grad, msg=name)
 
 
+def test_edge_chunks_give_the_same_scores() -> None:
+    torch.manual_seed(3)
+    gnn = InteractionGNN(3, hidden=16, n_iterations=3).double()
+    edge_filter = EdgeFilter(3, hidden=16).double()
+    n, e = 50, 333
+    x, edge_attr = torch.randn(n, 3).double(), torch.randn(e, 6).double()
+    edges = torch.randint(0, 45, (2, e))  # hits 45..49 have no edge: their max message is 0
+    with torch.no_grad():
+        whole, whole_filter = gnn(x, edge_attr, edges), edge_filter(x, edge_attr, edges)
+        for chunk in (1, 64, 100, 332, 1000):
+            torch.testing.assert_close(gnn(x, edge_attr, edges, chunk=chunk), whole)
+            torch.testing.assert_close(edge_filter(x, edge_attr, edges, chunk=chunk), whole_filter)
+    # with gradients the chunk is ignored (training needs the whole graph's activations)
+    scores = gnn(x, edge_attr, edges, chunk=64)
+    assert scores.requires_grad
+    torch.testing.assert_close(scores.detach(), whole)
+
+
 def test_bf16_autocast_runs_and_stays_close() -> None:
     torch.manual_seed(2)
     gnn = InteractionGNN(3, hidden=32, n_iterations=2)
@@ -122,3 +140,5 @@ def test_bad_model_configs() -> None:
         InteractionGNNTracker(tracks={"method": "dbscan"})
     with pytest.raises(ConfigError, match="must be >= 1"):
         InteractionGNN(3, n_iterations=0)
+    with pytest.raises(ConfigError, match="model.inference_chunk"):
+        InteractionGNNTracker(inference_chunk=0)

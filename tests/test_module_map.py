@@ -17,7 +17,7 @@ from hepexp.reco.graph_building import (
     edge_metrics,
     orient_and_unique,
 )
-from hepexp.reco.module_map import CUT_FEATURES, ModuleMap, module_key
+from hepexp.reco.module_map import CUT_FEATURES, ModuleMap, _group_quantiles, module_key
 
 from .trackml_helpers import real_event
 
@@ -67,14 +67,45 @@ def _naive(mm: ModuleMap, ev: dict[str, torch.Tensor]) -> torch.Tensor:
 def test_map_keeps_the_truth_edges_of_its_training_events(
     train: list[dict], fitted: ModuleMap
 ) -> None:
-    assert fitted.is_fitted and (fitted.lo <= fitted.hi).all()
+    untrimmed = ModuleMap(pt_min=0.5, trim=0.0, sparse_quantile=0.0).fit(train)
+    for mm in (fitted, untrimmed):
+        assert mm.is_fitted and (mm.lo <= mm.hi).all()
+    found = {}
     for record in train[:3]:
         ev = _tensors(record)
-        edges = fitted(*(ev[k] for k in COLS))
-        m = edge_metrics(edges, ev["truth_edges"], ev["particle_id"], ev["pt"], len(ev["x"]), [0.5])
-        assert m["n_truth_found_pt0.5"] == m["n_truth_pt0.5"]
-        src, dst = edges
-        assert (ev["x"][src].norm(dim=1) <= ev["x"][dst].norm(dim=1)).all(), "inner -> outer"
+        for name, mm in (("trimmed", fitted), ("untrimmed", untrimmed)):
+            edges = mm(*(ev[k] for k in COLS))
+            m = edge_metrics(
+                edges, ev["truth_edges"], ev["particle_id"], ev["pt"], len(ev["x"]), [0.5]
+            )
+            found[name] = found.get(name, 0) + m["n_truth_found_pt0.5"] / m["n_truth_pt0.5"] / 3
+            src, dst = edges
+            assert (ev["x"][src].norm(dim=1) <= ev["x"][dst].norm(dim=1)).all(), "inner -> outer"
+    # untrimmed windows span every fitted edge; trimmed quantiles (of the pairs, and of the
+    # layer pairs for sparse pairs) leave out a few outliers
+    assert found["untrimmed"] == 1.0
+    assert 0.97 <= found["trimmed"] < 1.0
+
+
+def test_group_quantiles_match_numpy() -> None:
+    rng = np.random.default_rng(0)
+    count = np.array([1, 5, 300, 2, 1000])
+    first = np.r_[0, np.cumsum(count)[:-1]]
+    values = rng.normal(size=(count.sum(), 2))
+    values[first[1] : first[1] + 5, 1] = np.nan  # a group without defined values
+    values[first[2] + 7, 0] = np.nan
+    lo, hi = _group_quantiles(values, first, count, 0.01)
+    for g, (f, k) in enumerate(zip(first, count, strict=True)):
+        for col in range(2):
+            v = np.sort(values[f : f + k, col][~np.isnan(values[f : f + k, col])])
+            if len(v) == 0:
+                assert np.isnan(lo[g, col]) and np.isnan(hi[g, col])
+                continue
+            assert lo[g, col] == v[int(np.floor(0.01 * (len(v) - 1)))]
+            assert hi[g, col] == v[int(np.ceil(0.99 * (len(v) - 1)))]
+    lo0, hi0 = _group_quantiles(values, first, count, 0.0)
+    assert lo0[2, 1] == np.nanmin(values[first[2] : first[3], 1])
+    assert hi0[4, 0] == values[first[4] :, 0].max()
 
 
 def test_vectorised_application_equals_a_naive_loop(train: list[dict], fitted: ModuleMap) -> None:
@@ -188,5 +219,9 @@ def test_pipeline_selects_the_module_map(tmp_path) -> None:  # noqa: ANN001
     second = model()
     second.load_state_dict(first.state_dict())
     assert torch.equal(second.build_graph(batch)["edges"], edges)
+    # a raw event (hits table) goes through predict: the module ids reach the map
+    hits = real_event()["hits"]
+    tracks, scored = second.predict(hits)
+    assert len(tracks) == len(hits) and len(scored) > 0
     with pytest.raises(Exception, match="unknown keys"):
         InteractionGNNTracker(graph={"method": "module_map", "module_map": {"bogus": 1}})

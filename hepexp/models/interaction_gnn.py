@@ -52,7 +52,7 @@ from hepexp.metrics.trackml import (
 )
 from hepexp.models.base import HEPModule
 from hepexp.models.blocks import mlp
-from hepexp.models.scatter import scatter_max, scatter_sum
+from hepexp.models.scatter import scatter_max, scatter_max_into, scatter_sum
 from hepexp.reco import track_building
 from hepexp.reco.graph_building import (
     EDGE_FEATURES,
@@ -64,6 +64,7 @@ from hepexp.reco.graph_building import (
     edge_ratios,
 )
 from hepexp.reco.module_map import ModuleMap
+from hepexp.utils.resources import peak_memory_gb
 
 if TYPE_CHECKING:
     from hepexp.data.trackml.datamodule import TrackMLDataModule
@@ -83,7 +84,9 @@ class InteractionGNN(nn.Module):
     "in" edges of a hit come from hits nearer the origin, "out" edges go to farther ones.
     Every MLP has ``mlp_layers`` Linear layers, each followed by LayerNorm and the activation
     (the classifier's last layer excepted). ``checkpointing`` recomputes each iteration in the
-    backward pass instead of storing its activations (for large graphs).
+    backward pass instead of storing its activations (for large graphs). Without gradients,
+    ``forward(..., chunk=k)`` runs the edge networks on at most ``k`` edges at a time, so that
+    memory grows with the (E, hidden) edge states only, not with the MLPs' activations.
     """
 
     def __init__(
@@ -131,9 +134,18 @@ class InteractionGNN(nn.Module):
         return h, e
 
     def forward(
-        self, x: torch.Tensor, edge_attr: torch.Tensor, edges: torch.Tensor
+        self,
+        x: torch.Tensor,
+        edge_attr: torch.Tensor,
+        edges: torch.Tensor,
+        chunk: int | None = None,
     ) -> torch.Tensor:
-        """Node features (n, F), edge geometry (E, G), edges (2, E) -> edge logits (E,)."""
+        """Node features (n, F), edge geometry (E, G), edges (2, E) -> edge logits (E,).
+
+        ``chunk``: without gradients, the edge networks run on at most ``chunk`` edges at a
+        time (same result, bounded memory)."""
+        if chunk is not None and not torch.is_grad_enabled() and edges.shape[1] > chunk:
+            return self._forward_chunked(x, edge_attr, edges, chunk)
         src, dst = edges
         h = self.node_encoder(x)
         e = self.edge_encoder(torch.cat([x[src], x[dst], edge_attr], dim=1))
@@ -144,6 +156,30 @@ class InteractionGNN(nn.Module):
             else:
                 h, e = self._iteration(h, e, src, dst)
         return self.classifier(torch.cat([h[src], h[dst], e], dim=1)).squeeze(1)
+
+    def _forward_chunked(
+        self, x: torch.Tensor, edge_attr: torch.Tensor, edges: torch.Tensor, chunk: int
+    ) -> torch.Tensor:
+        src, dst = edges
+        n, n_edges = x.shape[0], edges.shape[1]
+        parts = [slice(i, min(i + chunk, n_edges)) for i in range(0, n_edges, chunk)]
+        h = self.node_encoder(x)
+        e = torch.cat(
+            [self.edge_encoder(torch.cat([x[src[s]], x[dst[s]], edge_attr[s]], 1)) for s in parts]
+        )
+        for _ in range(self.n_iterations):
+            agg = [h, scatter_sum(e, dst, n), None, scatter_sum(e, src, n), None]
+            for k, index in ((2, dst), (4, src)):
+                top = e.new_full((n, e.shape[1]), float("-inf"))
+                for s in parts:
+                    scatter_max_into(top, e[s], index[s])
+                agg[k] = top.masked_fill_(top == float("-inf"), 0.0)
+            h = h + self.node_net(torch.cat(agg, dim=1))
+            for s in parts:  # e is not needed after this iteration: update it in place
+                e[s] += self.edge_net(torch.cat([h[src[s]], h[dst[s]], e[s]], dim=1))
+        return torch.cat(
+            [self.classifier(torch.cat([h[src[s]], h[dst[s]], e[s]], 1)).squeeze(1) for s in parts]
+        )
 
 
 class EdgeFilter(nn.Module):
@@ -162,9 +198,21 @@ class EdgeFilter(nn.Module):
         self.net = mlp(sizes, activation, norm="layer")
 
     def forward(
-        self, x: torch.Tensor, edge_attr: torch.Tensor, edges: torch.Tensor
+        self,
+        x: torch.Tensor,
+        edge_attr: torch.Tensor,
+        edges: torch.Tensor,
+        chunk: int | None = None,
     ) -> torch.Tensor:
-        return self.net(torch.cat([x[edges[0]], x[edges[1]], edge_attr], dim=1)).squeeze(1)
+        """Edge logits; without gradients, ``chunk`` bounds the edges scored at once."""
+        if chunk is None or torch.is_grad_enabled():
+            return self.net(torch.cat([x[edges[0]], x[edges[1]], edge_attr], dim=1)).squeeze(1)
+        return torch.cat(
+            [
+                self(x, edge_attr[i : i + chunk], edges[:, i : i + chunk])
+                for i in range(0, edges.shape[1], chunk)
+            ]
+        )
 
 
 class FeatureScaler(nn.Module):
@@ -224,8 +272,9 @@ DEFAULT_MODULE_MAP = {
     "pt_min": 1.0,
     "margin": 0.1,
     "floor": 0.2,
-    "sparse_edges": 8,
-    "typical": 0.9,
+    "trim": 0.005,
+    "sparse_edges": 16,
+    "sparse_quantile": 0.01,
     "symmetric": True,
     "max_candidates": 4_000_000,
     "fallback_events": 20,
@@ -284,6 +333,9 @@ class InteractionGNNTracker(HEPModule):
             (walkthrough only), ``min_hits``.
         cache_graphs: keep each training/validation event's graph in memory (the graph stages
             are fixed while the GNN trains).
+        inference_chunk: without gradients (validation, evaluation, conversion), the filter
+            and the GNN's edge networks run on at most this many edges at a time, which bounds
+            the memory of a full-size event (null: all at once).
         init_from: a checkpoint of this model to start training from (fine-tuning, e.g. on
             denser events): its graph stage, filter (and cut) and GNN weights are loaded at the
             start of the fit, so the stages are not fitted again. Evaluation ignores it.
@@ -305,6 +357,7 @@ class InteractionGNNTracker(HEPModule):
         filter: Mapping[str, Any] | None = None,  # noqa: A002
         tracks: Mapping[str, Any] | None = None,
         cache_graphs: bool = True,
+        inference_chunk: int | None = 250_000,
         **base: Any,
     ) -> None:
         super().__init__(**base)
@@ -363,6 +416,9 @@ class InteractionGNNTracker(HEPModule):
         self.pos_weight = pos_weight
         self.score_cut = score_cut
         self.cache_graphs = cache_graphs
+        if inference_chunk is not None and inference_chunk < 1:
+            raise ConfigError(f"model.inference_chunk: >= 1 or null, got {inference_chunk}")
+        self.inference_chunk = inference_chunk
         self._graph_cache: dict[int, torch.Tensor] = {}
         self._val_counts: list[dict] = []
 
@@ -376,15 +432,20 @@ class InteractionGNNTracker(HEPModule):
         return self.scaler(edge_geometry(cylindrical(x_mm.double()), edges[0], edges[1]).float())
 
     @torch.no_grad()
+    def filter_scores(self, batch: Mapping[str, torch.Tensor], edges: torch.Tensor) -> torch.Tensor:
+        """The filter's probability (float32) for each of ``edges`` (in edge chunks)."""
+        attr = self.edge_inputs(batch["x"], edges)
+        logits = self.filter(batch["features"], attr, edges, chunk=self.inference_chunk)
+        return torch.sigmoid(logits.float())
+
+    @torch.no_grad()
     def build_graph(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Candidate edges of a batch (map, then filter when trained): ``edges`` (2, E),
         ``n_map_edges`` and, with the filter, ``filter_scores`` of the map edges."""
         edges = self.graph_builder.build(batch)
         out = {"n_map_edges": torch.tensor(edges.shape[1])}
         if self.filter is not None and self.filter_ready:
-            scores = torch.sigmoid(
-                self.filter(batch["features"], self.edge_inputs(batch["x"], edges), edges).float()
-            )
+            scores = self.filter_scores(batch, edges)
             out["filter_scores"] = scores
             out["map_edges"] = edges
             edges = edges[:, scores >= self.filter_cut]
@@ -574,9 +635,7 @@ class InteractionGNNTracker(HEPModule):
         with torch.no_grad():
             for batch in self._val_batches(datamodule, int(cfg["max_val_events"])):
                 edges = self.graph_builder.build(batch)
-                s = torch.sigmoid(
-                    self.filter(batch["features"], self.edge_inputs(batch["x"], edges), edges)
-                )
+                s = self.filter_scores(batch, edges)
                 truth = batch["truth_edges"]
                 truth = truth[:, batch["pt"][truth[0]] >= float(cfg["target_pt_min"])]
                 scores.append(s[_in_truth_graph(edges, truth, len(batch["x"]))].cpu())
@@ -613,7 +672,8 @@ class InteractionGNNTracker(HEPModule):
     # -- GNN training ---------------------------------------------------------------------------
     def forward(self, batch: Mapping[str, torch.Tensor], edges: torch.Tensor) -> torch.Tensor:
         """Edge logits of ``edges`` in ``batch``."""
-        return self.gnn(batch["features"], self.edge_inputs(batch["x"], edges), edges)
+        attr = self.edge_inputs(batch["x"], edges)
+        return self.gnn(batch["features"], attr, edges, chunk=self.inference_chunk)
 
     def _step(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
         edges = self._cached_edges(batch)
@@ -663,7 +723,7 @@ class InteractionGNNTracker(HEPModule):
         autocast: str | None = None,
     ) -> dict[str, Any]:
         """Run the pipeline on one event: ``features`` (n, F), ``x`` (n, 3) mm,
-        ``volume_id``, ``layer_id``.
+        ``volume_id``, ``layer_id``, ``module_id``.
 
         Returns labels (n,) int64 numpy (-1: no track), edges, scores, the map edges (and
         filter scores) and seconds per stage (``time_graph``, ``time_filter``, ``time_gnn``,
@@ -688,9 +748,7 @@ class InteractionGNNTracker(HEPModule):
         out["map_edges"] = edges
         if self.filter is not None and self.filter_ready:
             with ctx:
-                fs = torch.sigmoid(
-                    self.filter(ev["features"], self.edge_inputs(ev["x"], edges), edges).float()
-                )
+                fs = self.filter_scores(ev, edges)
             out["filter_scores"] = fs
             edges = edges[:, fs >= self.filter_cut]
         self._sync()
@@ -725,7 +783,8 @@ class InteractionGNNTracker(HEPModule):
                 + ("pass the event's cells" if cells is None else "it was trained without cells")
             )
         nodes = views.graph_nodes(hits, cells)
-        return {k: torch.as_tensor(nodes[k]) for k in ("features", "x", "volume_id", "layer_id")}
+        keys = ("features", "x", "volume_id", "layer_id", "module_id")
+        return {k: torch.as_tensor(nodes[k]) for k in keys}
 
     def predict(
         self, hits: pd.DataFrame, cells: pd.DataFrame | None = None, method: str | None = None
@@ -743,7 +802,18 @@ class InteractionGNNTracker(HEPModule):
         has one row per edge the GNN scored (after the filter): hit_id_a, hit_id_b, score
         (the GNN's probability that both hits belong to one particle, 0..1).
         """
-        result = self.find_tracks(self.event_inputs(hits, cells), method=method)
+        tracks, scored, _ = self._predict(hits, cells, method)
+        return tracks, scored
+
+    def _predict(
+        self, hits: pd.DataFrame, cells: pd.DataFrame | None, method: str | None = None
+    ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]:
+        """:meth:`predict`, plus the seconds of each stage."""
+        t0 = time.perf_counter()
+        inputs = self.event_inputs(hits, cells)
+        seconds = {"inputs": time.perf_counter() - t0}
+        result = self.find_tracks(inputs, method=method)
+        seconds |= {k.removeprefix("time_"): v for k, v in result.items() if k.startswith("time_")}
         hit_id = hits["hit_id"].to_numpy(np.int64)
         edges = result["edges"].cpu().numpy()
         tracks = pd.DataFrame({"hit_id": hit_id, "track_id": result["labels"] + 1})
@@ -754,7 +824,7 @@ class InteractionGNNTracker(HEPModule):
                 "score": result["scores"].float().cpu().numpy(),
             }
         )
-        return tracks, scored
+        return tracks, scored, seconds
 
     # -- evaluation ------------------------------------------------------------------------------
     def evaluate(
@@ -848,6 +918,7 @@ class InteractionGNNTracker(HEPModule):
             )
         stages = ["time_graph", "time_filter", "time_gnn", "time_tracks"]
         metrics["seconds_per_event/total"] = float(time_table[stages].sum(axis=1).mean())
+        metrics["peak_memory_gb"] = peak_memory_gb()
         metrics["hits_per_event"] = float(np.mean([s[0] for s in sizes]))
         metrics["particles_per_event"] = float(np.mean([s[1] for s in sizes]))
         plot_efficiencies(pd.concat(particle_tables, ignore_index=True), out_dir / "efficiency.png")
@@ -871,7 +942,8 @@ class InteractionGNNTracker(HEPModule):
         Every hit of the input is assigned: ``track_id`` >= 1 for reconstructed tracks, 0 for
         hits in no track. ``output_path`` is a CSV file (``.csv`` or ``.csv.gz``) or a directory
         (then ``submission.csv`` inside it). Only ``hits`` (and ``cells`` when the model was
-        trained with them) are read.
+        trained with them) are read. Returns counts, the mean seconds per event of each stage
+        (read, inputs, graph, filter, gnn, tracks) and the process's peak memory.
         """
         if options:
             raise TypeError(f"interaction_gnn convert takes no options {sorted(options)}")
@@ -894,11 +966,18 @@ class InteractionGNNTracker(HEPModule):
                     "expected a directory of events or an event prefix 'eventNNNNNNNNN'",
                 )
             prefixes = [(int(name[5:]), input_path)]
-        frames = []
+        frames, stage_seconds = [], []
         n_tracks = 0
-        for event_id, prefix in tqdm(prefixes, desc="finding tracks", unit="event"):
+        progress = tqdm(prefixes, desc="finding tracks", unit="event")
+        for event_id, prefix in progress:
+            t0 = time.perf_counter()
             loaded = dict(zip(parts, load_event(prefix, parts), strict=True))
-            tracks, _ = self.predict(loaded["hits"], loaded.get("cells"))
+            read = time.perf_counter() - t0
+            tracks, _, seconds = self._predict(loaded["hits"], loaded.get("cells"))
+            stage_seconds.append({"read": read, **seconds})
+            progress.set_postfix(
+                {k: f"{v:.1f}s" for k, v in stage_seconds[-1].items()}, refresh=False
+            )
             n_tracks += int(tracks["track_id"].max()) if len(tracks) else 0
             tracks.insert(0, "event_id", np.full(len(tracks), event_id, dtype=np.int64))
             frames.append(tracks)
@@ -908,11 +987,15 @@ class InteractionGNNTracker(HEPModule):
         table = pd.concat(frames, ignore_index=True)
         output_path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic_csv(table, output_path, output_path.suffix == ".gz", None)
+        per_stage = pd.DataFrame(stage_seconds).mean()
         return {
             "n_events": len(prefixes),
             "n_hits": len(table),
             "n_tracks": n_tracks,
             "output": str(output_path),
+            **{f"seconds_per_event/{k}": float(v) for k, v in per_stage.items()},
+            "seconds_per_event/total": float(per_stage.sum()),
+            "peak_memory_gb": peak_memory_gb(),
         }
 
 

@@ -21,6 +21,13 @@ def scatter_max(src: torch.Tensor, index: torch.Tensor, dim_size: int) -> torch.
     return out.scatter_reduce(0, idx, src, reduce="amax", include_self=False)
 
 
+def scatter_max_into(out: torch.Tensor, src: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``out[i] = max(out[i], max of the rows of src with index i)``, in place (no gradient;
+    for reductions in chunks: start from ``-inf`` and map the rows left at ``-inf`` to 0)."""
+    idx = index.view(-1, *([1] * (src.dim() - 1))).expand_as(src)
+    return out.scatter_reduce_(0, idx, src, reduce="amax", include_self=True)
+
+
 def scatter_count(index: torch.Tensor, dim_size: int) -> torch.Tensor:
     """Number of entries per group: (dim_size,) int64."""
     return torch.bincount(index, minlength=dim_size)

@@ -3,7 +3,8 @@
 Fitted from training events: the set of (module A, module B) pairs that consecutive truth hits
 of particles above ``pt_min`` join (a module is keyed by volume, layer and module id), each with
 a window on the edge's track-compatibility features (dphi, z0, phi slope, deta) spanning its
-truth edges, widened by a margin. A new event's hits are sorted by module; every pair of the map
+truth edges (trimmed quantiles), widened by a margin; pairs with few truth edges take their
+layer pair's window. A new event's hits are sorted by module; every pair of the map
 expands into the hits of its two modules (cumulative counts, no loop over hits or modules), and
 the windows cut the candidates, in chunks bounded in memory. Hits on modules that no training
 event reached fall back on the windows of a :class:`~hepexp.reco.graph_building.LayerPairMap`
@@ -111,19 +112,44 @@ def _mirrored(
     return np.concatenate(out_src), np.concatenate(out_dst), np.concatenate(out_feats)
 
 
+def _group_quantiles(
+    values: np.ndarray, first: np.ndarray, count: np.ndarray, trim: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per group of rows (groups start at ``first``, ``count`` rows each) and column: the
+    ``trim`` and ``1 - trim`` quantiles of the defined (non-NaN) values, NaN where there are
+    none; ``trim`` 0 gives the minimum and maximum."""
+    group = np.repeat(np.arange(len(first)), count)
+    lo = np.full((len(first), values.shape[1]), np.nan)
+    hi = np.full_like(lo, np.nan)
+    for col in range(values.shape[1]):
+        column = values[:, col]
+        order = np.lexsort((column, group))  # NaN sorts last within its group
+        defined = np.add.reduceat(~np.isnan(column), first)
+        has = defined > 0
+        last = np.maximum(defined - 1, 0)
+        lo_at = first + np.floor(trim * last).astype(np.int64)
+        hi_at = first + np.ceil((1 - trim) * last).astype(np.int64)
+        lo[has, col] = column[order[lo_at[has]]]
+        hi[has, col] = column[order[hi_at[has]]]
+    return lo, hi
+
+
 class ModuleMap(PairWindowTables):
     """Graph construction from a map of module pairs (see the module docstring).
 
     Args:
         pt_min: the map holds the module pairs and windows of truth edges of particles with
             pT >= ``pt_min`` GeV.
-        margin: each side of a pair's window (the range of its ``k`` truth edges, mirror
-            images included) is widened by ``margin + 1 / k`` times its width ...
+        trim: a pair's window spans the [``trim``, 1 - ``trim``] quantiles of its ``k`` truth
+            edges (mirror images included; the extremes of a well-sampled pair are rare
+            outliers that would widen it for every later candidate) ...
+        margin: ... widened on each side by ``margin + 1 / k`` times its width ...
         floor: ... plus ``floor * sqrt(min(1, sparse_edges / k))`` times the [1%, 99%]
             spread of the feature over the truth edges of the pair's layer pair.
-        sparse_edges, typical: a pair with fewer than ``sparse_edges`` truth edges gets at
-            least the ``typical`` quantile of the widths of the better-sampled pairs of its
-            layer pair (widened by ``margin`` on each side), centred on its own window.
+        sparse_edges, sparse_quantile: a pair with fewer than ``sparse_edges`` truth edges
+            takes instead its layer pair's window: the [``sparse_quantile``, 1 -
+            ``sparse_quantile``] quantiles of the truth edges of all its module pairs, widened
+            by ``margin`` times its width on each side.
         symmetric: also count every truth edge for its mirror images in z and in y (a module's
             image is the module whose centre lies nearest the mirrored centre; with the charge
             flipped, a mirrored track is a track), which quadruples the statistics.
@@ -138,27 +164,35 @@ class ModuleMap(PairWindowTables):
         pt_min: float = 1.0,
         margin: float = 0.1,
         floor: float = 0.2,
-        sparse_edges: int = 8,
-        typical: float = 0.9,
+        sparse_edges: int = 16,
+        sparse_quantile: float = 0.01,
         symmetric: bool = True,
         max_candidates: int = 4_000_000,
         fallback_events: int = 20,
         fallback: Mapping | None = None,
+        trim: float = 0.005,
     ) -> None:
         super().__init__()
-        if min(margin, floor) < 0 or not 0 <= typical <= 1 or max_candidates < 1:
+        if (
+            min(margin, floor) < 0
+            or not 0 <= sparse_quantile < 0.5
+            or not 0 <= trim < 0.5
+            or max_candidates < 1
+        ):
             raise ValueError(
-                "ModuleMap: need margin, floor >= 0, 0 <= typical <= 1, max_candidates >= 1; "
-                f"got {margin}, {floor}, {typical}, {max_candidates}"
+                "ModuleMap: need margin, floor >= 0, 0 <= sparse_quantile, trim < 0.5, "
+                f"max_candidates >= 1; got {margin}, {floor}, {sparse_quantile}, {trim}, "
+                f"{max_candidates}"
             )
         self.pt_min = pt_min
         self.margin = margin
         self.floor = floor
         self.sparse_edges = sparse_edges
-        self.typical = typical
+        self.sparse_quantile = sparse_quantile
         self.symmetric = symmetric
         self.max_candidates = max_candidates
         self.fallback_events = fallback_events
+        self.trim = trim
         self.fallback_cfg = {"pt_min": pt_min, **dict(fallback or {})}
         self.fallback = LayerPairMap(**self.fallback_cfg)
         self._register_tables("module_keys", len(CUT_FEATURES))
@@ -170,8 +204,9 @@ class ModuleMap(PairWindowTables):
             "margin": self.margin,
             "floor": self.floor,
             "sparse_edges": self.sparse_edges,
-            "typical": self.typical,
+            "sparse_quantile": self.sparse_quantile,
             "symmetric": self.symmetric,
+            "trim": self.trim,
             "fallback_events": self.fallback_events,
             "fallback": self.fallback.settings(),
         }
@@ -210,30 +245,31 @@ class ModuleMap(PairWindowTables):
         a, b, feats_np = a[order], b[order], feats_np[order]
         layer_np = np.stack([src_np, dst_np], 1)[order] // _MODULE_KEY
         first = np.flatnonzero(np.r_[True, (a[1:] != a[:-1]) | (b[1:] != b[:-1])])
-        lo = np.fmin.reduceat(feats_np, first, axis=0)  # fmin / fmax skip NaN
-        hi = np.fmax.reduceat(feats_np, first, axis=0)
         count = np.diff(np.r_[first, len(a)])
+        lo, hi = _group_quantiles(feats_np, first, count, self.trim)
 
         # per layer pair: the [1%, 99%] spread of each feature (the floor of the widening)
+        # and the [q, 1 - q] window that sparse pairs take
         table = pd.DataFrame(feats_np, columns=list(CUT_FEATURES))
         table["la"], table["lb"] = layer_np[:, 0], layer_np[:, 1]
         grouped = table.groupby(["la", "lb"], sort=True)[list(CUT_FEATURES)]
-        spread = (grouped.quantile(0.99) - grouped.quantile(0.01)).fillna(0.0)
         index = pd.MultiIndex.from_arrays([layer_np[first, 0], layer_np[first, 1]])
-        spread_np = spread.reindex(index).to_numpy()
+
+        def layer_quantile(q: float) -> np.ndarray:
+            return grouped.quantile(q).reindex(index).to_numpy()
+
+        spread = np.nan_to_num(layer_quantile(0.99) - layer_quantile(0.01))
         width = hi - lo
         decay = np.sqrt(np.minimum(1.0, self.sparse_edges / count[:, None]))
-        pad = (self.margin + 1.0 / count[:, None]) * width + self.floor * decay * spread_np
+        pad = (self.margin + 1.0 / count[:, None]) * width + self.floor * decay * spread
         lo, hi = lo - pad, hi + pad
-        # pairs with few edges: at least the typical width of well-sampled pairs of the layer
-        # pair (or, without any, its spread)
-        sampled = count >= self.sparse_edges
-        widths = pd.DataFrame(np.where(sampled[:, None], width, np.nan), index=index)
-        typical = widths.groupby(level=[0, 1]).quantile(self.typical).reindex(index).to_numpy()
-        typical = np.where(np.isnan(typical), spread_np, typical)
-        half = np.where(sampled[:, None], 0.0, (0.5 + self.margin) * typical)
-        mid = (lo + hi) / 2
-        lo, hi = np.fmin(lo, mid - half), np.fmax(hi, mid + half)
+        # pairs with few edges: their layer pair's window, widened by the margin
+        sparse = (count < self.sparse_edges)[:, None]
+        layer_lo = layer_quantile(self.sparse_quantile)
+        layer_hi = layer_quantile(1 - self.sparse_quantile)
+        layer_pad = self.margin * (layer_hi - layer_lo)
+        lo = np.where(sparse, layer_lo - layer_pad, lo)
+        hi = np.where(sparse, layer_hi + layer_pad, hi)
         lo = np.nan_to_num(lo, nan=-np.inf)  # undefined features leave no constraint
         hi = np.nan_to_num(hi, nan=np.inf)
 
