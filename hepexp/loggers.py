@@ -9,7 +9,7 @@ import os
 import sys
 from typing import Any
 
-log = logging.getLogger("hepexp")
+log = logging.getLogger(__name__)
 
 
 def wandb_credentials_available() -> bool:

@@ -133,36 +133,6 @@ def test_evaluate_and_convert_need_only_the_checkpoint(gnn_run: Path) -> None:
 
 
 @pytest.mark.slow
-def test_fine_tuning_keeps_the_stages_and_trains_the_gnn(
-    gnn_run: Path, tmp_path_factory: pytest.TempPathFactory
-) -> None:
-    """model.init_from: a fit on other (denser) events starts from every stage of a checkpoint
-    and fits none of them again."""
-    ckpt = gnn_run / "logs/train/runs/gnn/checkpoints/best.ckpt"
-    cwd = tmp_path_factory.mktemp("gnn_tune")
-    overrides = [o for o in TINY if not o.startswith(("data.simulation.n_particles", "trainer."))]
-    run_entrypoint(
-        "train.py",
-        *overrides,
-        "data.simulation.n_particles=90",
-        "trainer.max_epochs=1",
-        "trainer.accelerator=cpu",
-        "evaluate_after=false",
-        f"model.init_from={ckpt}",
-        cwd=cwd,
-        env={"HEPEXP_RUN_ID": "tune", **ONE_THREAD},
-    )
-    assert not list((cwd / "data/trackml").glob("stages/*.pt")), "no stage fitted again"
-    before = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
-    tuned = cwd / "logs/train/runs/tune/checkpoints/last.ckpt"
-    after = torch.load(tuned, map_location="cpu", weights_only=True)["state_dict"]
-    for key in ("graph_builder.pairs", "graph_builder.lo", "filter_cut", "scaler.scale"):
-        torch.testing.assert_close(after[key], before[key])
-    gnn_keys = [k for k in before if k.startswith("gnn.")]
-    assert any(not torch.equal(after[k], before[k]) for k in gnn_keys), "the GNN trained"
-
-
-@pytest.mark.slow
 def test_init_from_a_different_model_is_a_config_error(gnn_run: Path) -> None:
     ckpt = gnn_run / "logs/train/runs/gnn/checkpoints/best.ckpt"
     _, cfg = model_from_checkpoint(ckpt)
@@ -173,8 +143,10 @@ def test_init_from_a_different_model_is_a_config_error(gnn_run: Path) -> None:
 
 @pytest.mark.slow
 def test_gnn_gpu_script_plumbing_on_cpu(gnn_run: Path, tmp_path: Path) -> None:
-    """benchmarks/gnn_gpu.sh (speed, fine-tuning of a CPU checkpoint on denser events,
-    evaluation on fresh events) completes on a CPU with tiny sizes and reports its figures."""
+    """benchmarks/gnn_gpu.sh (speed, fine-tuning of a CPU checkpoint on other events,
+    evaluation on fresh events) completes on a CPU with tiny sizes and reports its figures; the
+    fine-tuning (model.init_from) starts from every stage of the checkpoint, fits none of them
+    again and trains the GNN."""
     import os
     import subprocess
 
@@ -210,7 +182,12 @@ def test_gnn_gpu_script_plumbing_on_cpu(gnn_run: Path, tmp_path: Path) -> None:
     assert 0 <= metrics["tracks_pt1/double_majority"] <= 1 and metrics["peak_memory_gb"] > 0
     speed = json.loads((out / "speed_gnn.json").read_text())
     assert list(speed["variants"]) == ["fp32"] and speed["variants"]["fp32"]["train_s"] > 0
-    tuned = torch.load(out / "gnn_full.ckpt", map_location="cpu", weights_only=True)
-    before = torch.load(ckpt, map_location="cpu", weights_only=True)
-    assert torch.equal(tuned["state_dict"]["filter_cut"], before["state_dict"]["filter_cut"])
     assert "tracks_pt1/double_majority" in proc.stdout, "the figures are printed"
+
+    assert not list((tmp_path / "work").rglob("stages/*.pt")), "no stage fitted again"
+    before = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    after = torch.load(out / "gnn_full.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    for key in ("graph_builder.pairs", "graph_builder.lo", "filter_cut", "scaler.scale"):
+        torch.testing.assert_close(after[key], before[key])
+    gnn_keys = [k for k in before if k.startswith("gnn.")]
+    assert any(not torch.equal(after[k], before[k]) for k in gnn_keys), "the GNN trained"

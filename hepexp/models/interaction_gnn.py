@@ -292,7 +292,7 @@ DEFAULT_FILTER = {
     "target_pt_min": 0.5,
     "max_val_events": 20,
 }
-DEFAULT_TRACKS = {"method": "walkthrough", "cc_cut": 0.8, "walk_cut": 0.7, "min_hits": 3}
+DEFAULT_TRACKS = {"method": "walkthrough", "cc_cut": 0.8, "walk_cut": 0.7, "min_hits": 4}
 
 
 def _merged(defaults: Mapping[str, Any], given: Mapping[str, Any] | None, name: str) -> dict:

@@ -47,7 +47,7 @@ from hepexp.utils.io import atomic_path
 if TYPE_CHECKING:
     from hepexp.data.base import HEPDataModule
 
-log = logging.getLogger("hepexp")
+log = logging.getLogger(__name__)
 
 TARGETS = ("theta", "sin_phi", "cos_phi", "q")
 DEFAULT_CLUSTERING = {"min_cluster_size": 5, "min_samples": 2, "q_scale": 1.0}

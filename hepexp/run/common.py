@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from hepexp.errors import ConfigError, DataError
 
-log = logging.getLogger("hepexp")
+log = logging.getLogger(__name__)
 
 #: the config tree, shipped inside the package (Hydra finds it as ``pkg://hepexp.conf``)
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"

@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 
 from hepexp.utils.io import atomic_path
 
-log = logging.getLogger("hepexp")
+log = logging.getLogger(__name__)
 
 
 def study_results(study: optuna.Study) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from sqlalchemy.pool import NullPool
 
 from hepexp.errors import ConfigError
 
-log = logging.getLogger("hepexp")
+log = logging.getLogger(__name__)
 
 #: file name of the default storage, inside the sweep directory
 DEFAULT_DB = "optuna.db"

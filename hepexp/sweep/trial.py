@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from hepexp.errors import ConfigError
 from hepexp.sweep.study import PRUNED_ATTR, make_storage, storage_url
 
-log = logging.getLogger("hepexp")
+log = logging.getLogger(__name__)
 
 TRIAL_ENV = "HEPEXP_OPTUNA_TRIAL"
 
