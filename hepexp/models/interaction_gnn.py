@@ -270,9 +270,9 @@ DEFAULT_METRIC_LEARNING = {
 }
 DEFAULT_MODULE_MAP = {
     "pt_min": 1.0,
+    "trim": 0.005,
     "margin": 0.1,
     "floor": 0.2,
-    "trim": 0.005,
     "sparse_edges": 16,
     "sparse_quantile": 0.01,
     "symmetric": True,

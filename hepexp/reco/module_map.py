@@ -162,6 +162,7 @@ class ModuleMap(PairWindowTables):
     def __init__(
         self,
         pt_min: float = 1.0,
+        trim: float = 0.005,
         margin: float = 0.1,
         floor: float = 0.2,
         sparse_edges: int = 16,
@@ -170,7 +171,6 @@ class ModuleMap(PairWindowTables):
         max_candidates: int = 4_000_000,
         fallback_events: int = 20,
         fallback: Mapping | None = None,
-        trim: float = 0.005,
     ) -> None:
         super().__init__()
         if (
@@ -185,6 +185,7 @@ class ModuleMap(PairWindowTables):
                 f"{max_candidates}"
             )
         self.pt_min = pt_min
+        self.trim = trim
         self.margin = margin
         self.floor = floor
         self.sparse_edges = sparse_edges
@@ -192,7 +193,6 @@ class ModuleMap(PairWindowTables):
         self.symmetric = symmetric
         self.max_candidates = max_candidates
         self.fallback_events = fallback_events
-        self.trim = trim
         self.fallback_cfg = {"pt_min": pt_min, **dict(fallback or {})}
         self.fallback = LayerPairMap(**self.fallback_cfg)
         self._register_tables("module_keys", len(CUT_FEATURES))
@@ -201,12 +201,12 @@ class ModuleMap(PairWindowTables):
         """What the fitted map depends on (besides the training events)."""
         return {
             "pt_min": self.pt_min,
+            "trim": self.trim,
             "margin": self.margin,
             "floor": self.floor,
             "sparse_edges": self.sparse_edges,
             "sparse_quantile": self.sparse_quantile,
             "symmetric": self.symmetric,
-            "trim": self.trim,
             "fallback_events": self.fallback_events,
             "fallback": self.fallback.settings(),
         }
