@@ -14,7 +14,7 @@
 # On a GPU machine without network, carry .whl/ as for benchmarks/gpu_suite.sh.
 # Plumbing check on a CPU (tests/test_gnn_pipeline.py): DEVICE=cpu N_PARTICLES=150
 # TRAIN_EVENTS=10 TEST_EVENTS=2 SPEED="--nodes 500 --edges 2000 --repeats 1" with EXTRA
-# overrides that fit the checkpoint's sizes.
+# (fine-tuning) overrides that fit the checkpoint's sizes, and EVAL_EXTRA (evaluation).
 set -u
 out=$(mkdir -p "${1:?usage: gnn_gpu.sh OUT CKPT}" && cd "$1" && pwd)
 ckpt=$(realpath "${2:?usage: gnn_gpu.sh OUT CKPT}")
@@ -23,7 +23,8 @@ device=${DEVICE:-cuda}
 work=${WORK_DIR:-$(mktemp -d /tmp/hepexp_gnn_gpu.XXXXXX)}
 deadline=$((SECONDS + ${BUDGET_S:-540}))
 eval_s=${EVAL_S:-150}   # the share of the budget kept for the evaluation
-read -r -a extra <<<"${EXTRA:-}"
+read -r -a extra <<<"${EXTRA:-}"          # overrides of the fine-tuning run
+read -r -a eval_extra <<<"${EVAL_EXTRA:-}" # ... and of the evaluation
 read -r -a speed <<<"${SPEED:-}"
 mkdir -p "$out/logs" "$work"
 log() { echo "[$(date +%T)] $*"; }
@@ -61,7 +62,7 @@ timeout "$left" python3 evaluate.py "ckpt_path=$tuned" "accelerator=$accelerator
   +data.simulation.seed=7 "+data.simulation.n_events=${TEST_EVENTS:-5}" \
   ${N_PARTICLES:++data.simulation.n_particles=$N_PARTICLES} \
   +data.splits.train=0 +data.splits.val=0 +data.splits.test=1 \
-  "hydra.run.dir=$work/evaluate" >"$out/logs/evaluate.log" 2>&1 || status=1
+  "hydra.run.dir=$work/evaluate" "${eval_extra[@]}" >"$out/logs/evaluate.log" 2>&1 || status=1
 cp "$work/evaluate/metrics.json" "$out/gnn_full_metrics.json" || status=1
 python3 - "$out" <<'PY' || status=1
 import json, sys

@@ -31,6 +31,7 @@ TINY = [
     "model.optimizer.lr=1e-2",
     "trainer.max_epochs=5",
     "trainer.accelerator=cpu",
+    "data.prepare_workers=1",  # no process pool for 20 tiny events
 ]
 
 
@@ -165,7 +166,8 @@ def test_gnn_gpu_script_plumbing_on_cpu(gnn_run: Path, tmp_path: Path) -> None:
         "SPEED": "--nodes 500 --edges 2000 --repeats 1 --hidden 16 --iterations 2 --variants fp32",
         # the sizes of the tiny checkpoint (the real recipe fine-tunes experiment=gnn_2k_cpu)
         "EXTRA": "model.graph.method=layer_pairs model.hidden=16 model.n_iterations=2 "
-        "model.filter.hidden=16 trainer.max_epochs=1",
+        "model.filter.hidden=16 trainer.max_epochs=1 data.prepare_workers=1",
+        "EVAL_EXTRA": "data.prepare_workers=1",  # no process pool for two tiny events
     }
     root = Path(__file__).resolve().parents[1]
     proc = subprocess.run(
