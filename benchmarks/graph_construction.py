@@ -14,11 +14,14 @@ the real TrackML event ``--real`` when present.
 
     python benchmarks/graph_construction.py --cache /tmp/graph_events
     python benchmarks/graph_construction.py --sizes 200 1000 --train-events 20 --lp-max-size 1000
+    python benchmarks/graph_construction.py --cache /tmp/graph_events --events 2 --first-seed 1 \
+        --sizes 10000 --real '' --map-settings '{"pt_min": 0.5}'   # a setting, on validation events
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -87,6 +90,12 @@ def main() -> None:
     parser.add_argument("--lp-train-events", type=int, default=40)
     parser.add_argument("--lp-pt-min", type=float, default=0.9)
     parser.add_argument("--lp-max-size", type=int, default=2000)
+    parser.add_argument(
+        "--map-settings",
+        type=json.loads,
+        default={},
+        help="ModuleMap settings as JSON, e.g. '{\"pt_min\": 0.5}' (default: its defaults)",
+    )
     parser.add_argument("--cache", type=Path, default=None, help="folder for simulated events")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
@@ -105,7 +114,7 @@ def main() -> None:
     train = (
         graph_record(args.train_particles, 1000 + i, args.cache) for i in range(args.train_events)
     )
-    module_map = ModuleMap().fit(train).to(args.device)
+    module_map = ModuleMap(**args.map_settings).fit(train).to(args.device)
     t2 = time.perf_counter()
     print(
         f"layer_pairs: {len(layer_pairs.pairs)} layer pairs (pT >= {args.lp_pt_min}), "
