@@ -130,7 +130,7 @@ if [ "$tiny" = 1 ]; then gnn_size=(--nodes 2000 --edges 10000 --hidden 16 --iter
 step speed_gnn "$(pick 90 60)" python3 benchmarks/gnn_speed.py --device "$device" "${gnn_size[@]}" \
   --json "$out/speed_gnn.json"
 step speed_om2vec "$(pick 120 60)" python3 benchmarks/om2vec_throughput.py --device "$device" \
-  --events "$(pick 20 300)" --batch-size "$(pick 16 256)" --steps "$(pick 1 5)" \
+  --events "$(pick 20 300)" --batch-size "$(pick 4 256)" --steps "$(pick 1 5)" \
   --json "$out/speed_om2vec.json"
 step speed_vqvae "$(pick 120 45)" python3 benchmarks/vqvae_throughput.py --device "$device" \
   --seconds "$(pick 0.3 3)" --out "$out/speed_vqvae.json"

@@ -18,7 +18,6 @@ import numpy as np
 import pandas as pd
 
 from hepexp.metrics.trackml import score_event
-from hepexp.models.regressor import iter_events
 from hepexp.run.common import build_datamodule, model_from_checkpoint
 
 
@@ -46,9 +45,8 @@ def main() -> None:
     }
     features: dict[str, list[np.ndarray]] = {name: [] for name in variants}
     truths, near, far = [], [], []
-    for event, (_, _, particles, truth) in zip(
-        events, iter_events(datamodule, args.split), strict=True
-    ):
+    for event in events:
+        _, particles, truth, _ = datamodule.event(args.split, event["event_id"])
         pred, true, pid = event["pred"], event["y"], event["particle_id"]
         vz = np.abs(particles.set_index("particle_id").vz.reindex(pid).to_numpy())
         residual = (pred[:, 0] - true[:, 0])[pid != 0]

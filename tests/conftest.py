@@ -36,6 +36,7 @@ TINY_DATA = {
         "data.simulation.n_particles=300",
         "data.splits={train:1,val:1,test:1}",
         "data.subevents_per_event=2",
+        "data.prepare_workers=1",  # no process pool for three tiny events
     ],
 }
 

@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 from hepexp.data.base import HEPDataModule
+from hepexp.data.trackml.subevents import SubEvent
 from hepexp.data.trackml.views import event_hits
 from hepexp.metrics.trackml import hit_weights
 
@@ -175,3 +176,10 @@ class ToyTrackMLData(HEPDataModule):
 
     def events(self, split: str) -> Iterator[tuple[int, pd.DataFrame, pd.DataFrame, pd.DataFrame]]:
         yield from self.frames[split]
+
+    def event(self, split: str, event_id: int) -> SubEvent:
+        """The frames of toy event ``event_id`` of ``split`` (as TrackMLDataModule.event)."""
+        for eid, hits, particles, truth in self.frames[split]:
+            if eid == event_id:
+                return SubEvent(hits, particles, truth)
+        raise KeyError(f"split '{split}' has no event {event_id}")

@@ -81,6 +81,7 @@ def test_jet_model_trained_on_tables_evaluates_a_new_root_file(tmp_path: Path) -
         f"data.test_path={tmp_path / 'test.parquet'}",
         "trainer.max_epochs=1",
         "trainer.accelerator=cpu",
+        "evaluate_after=false",
         cwd=tmp_path,
         env={"HEPEXP_RUN_ID": "tables"},
     )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,7 +12,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from hepexp.models.regressor import TransformerRegressor, event_frames
+from hepexp.models.regressor import TransformerRegressor
 
 from .regressor_helpers import ToyTrackMLData, pad_collate
 
@@ -170,23 +169,6 @@ def test_loss_ignores_noise_and_padding(toy: ToyTrackMLData) -> None:
     noise["y"][:, :5] = 50.0
     with torch.no_grad():
         assert model._loss(noise) < 10, "noise targets are not regressed by default"
-
-
-def test_evaluate_checks_event_order(toy: ToyTrackMLData, tmp_path: Path) -> None:
-    class Shuffled(ToyTrackMLData):
-        def events(self, split):
-            yield from reversed(list(super().events(split)))
-
-    data = Shuffled(n_events=(4, 4, 4), particles=(10, 12), batch_size=4)
-    with pytest.raises(ValueError, match="dataset order"):
-        _model().evaluate(pl.Trainer(accelerator="cpu", logger=False), data, tmp_path)
-
-
-def test_event_frames_accepts_both_event_formats() -> None:
-    hits, particles, truth = pd.DataFrame({"a": [1]}), pd.DataFrame(), pd.DataFrame()
-    assert event_frames((3, hits, particles, truth))[0] == 3
-    eid, h, p, t = event_frames((4, (hits, particles, truth, None)))
-    assert eid == 4 and h is hits and t is truth
 
 
 def test_wrong_number_of_targets_is_rejected() -> None:

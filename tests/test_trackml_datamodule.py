@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -57,6 +58,11 @@ def test_subevents_and_splits(event_dir: Path, tmp_path: Path) -> None:
             np.sort(frames.hits.hit_id), np.sort(train[i]["hits"]["hit_id"])
         )
         assert frames.truth.weight.sum() == pytest.approx(1.0)
+        # ... and event() looks each one up by id, in any order
+        pd.testing.assert_frame_equal(dm.event("train", event_id).truth, frames.truth)
+    assert dm.event("train", train.event_ids[0]).hits.equals(next(dm.events("train"))[1].hits)
+    with pytest.raises(DataError, match="split 'val' has no event 1000"):
+        dm.event("val", SUBEVENT_STRIDE)  # a train event
     # truly random particles: different sub-events of one source differ
     assert len({tuple(np.unique(train[i]["hits"]["particle_id"])) for i in range(3)}) == 3
 

@@ -375,3 +375,44 @@ def test_match_particles_columns_real_event():
     assert (table["nhits"] >= table["n_layers"]).all() and (table["n_layers"] >= 1).all()
     big = table["nhits"] >= 3
     assert table.loc[big, "dm_matched"].all() and table.loc[big, "perfect_matched"].all()
+
+
+def test_tracking_evaluation_is_the_per_event_metrics_in_any_order() -> None:
+    """TrackingEvaluation (the trackers' one evaluation path) equals the metric functions
+    called event by event, whatever order the events arrive in; truth is looked up by id."""
+    from hepexp.data.trackml.subevents import SubEvent
+    from hepexp.reco.evaluation import TrackingEvaluation
+
+    from .regressor_helpers import toy_event
+
+    rng = np.random.default_rng(5)
+    events = {100 + i: SubEvent(*toy_event(rng, 30, noise=5)) for i in range(4)}
+    tracks = {}
+    for event_id, event in events.items():  # truth tracks with every 7th hit moved elsewhere
+        track = event.truth.particle_id.to_numpy().copy()
+        track[::7] = rng.integers(-1, 40, len(track[::7]))
+        tracks[event_id] = (event.truth.hit_id.to_numpy(), track)
+    runs = []
+    for order in (sorted(events), sorted(events, reverse=True)):
+        tracking = TrackingEvaluation(events.__getitem__, (0.0, 1.0))
+        for event_id in order:
+            tracking.add(event_id, *tracks[event_id])
+        runs.append(tracking.summary())
+    for key, value in runs[0].items():  # equal up to the order of summation
+        assert runs[1][key] == pytest.approx(value), key
+    subs = {i: pd.DataFrame({"hit_id": h, "track_id": t}) for i, (h, t) in tracks.items()}
+    scores = [score_event(events[i].truth, subs[i]) for i in sorted(events)]
+    assert runs[0]["trackml_score"] == pytest.approx(np.mean(scores))
+    assert 0.3 < runs[0]["trackml_score"] < 0.99
+    for pt_min in (0.0, 1.0):
+        direct = aggregate_efficiencies(
+            [
+                efficiencies(e.truth, e.particles, subs[i], pt_min=pt_min, hits=e.hits)
+                for i, e in events.items()
+            ]
+        )
+        for key, value in runs[0][pt_min].items():
+            assert value == pytest.approx(direct[key]), (pt_min, key)
+    assert len(tracking.particles()) == sum(len(e.particles) for e in events.values())
+    with pytest.raises(ValueError, match="no events were added for track builder 'other'"):
+        tracking.summary("other")

@@ -29,6 +29,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,16 +45,11 @@ from tqdm.auto import tqdm
 from hepexp.data.trackml import views
 from hepexp.data.trackml.io import event_prefix, list_events, load_event, write_atomic_csv
 from hepexp.errors import ConfigError, DataError
-from hepexp.metrics.trackml import (
-    aggregate_efficiencies,
-    efficiencies,
-    match_particles,
-    score_event,
-)
 from hepexp.models.base import HEPModule
 from hepexp.models.blocks import mlp
-from hepexp.models.scatter import scatter_max, scatter_max_into, scatter_sum
+from hepexp.models.scatter import scatter_max, scatter_sum
 from hepexp.reco import track_building
+from hepexp.reco.evaluation import TrackingEvaluation
 from hepexp.reco.graph_building import (
     EDGE_FEATURES,
     LayerPairMap,
@@ -116,21 +112,21 @@ class InteractionGNN(nn.Module):
         self.classifier = net(3 * h, 1, final=False)
 
     def _iteration(
-        self, h: torch.Tensor, e: torch.Tensor, src: torch.Tensor, dst: torch.Tensor
+        self,
+        h: torch.Tensor,
+        e: torch.Tensor,
+        src: torch.Tensor,
+        dst: torch.Tensor,
+        chunk: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         n = h.shape[0]
-        agg = torch.cat(
-            [
-                h,
-                scatter_sum(e, dst, n),
-                scatter_max(e, dst, n),
-                scatter_sum(e, src, n),
-                scatter_max(e, src, n),
-            ],
-            dim=1,
-        )
-        h = h + self.node_net(agg)
-        e = e + self.edge_net(torch.cat([h[src], h[dst], e], dim=1))
+        agg = [h, scatter_sum(e, dst, n), scatter_max(e, dst, n, chunk)]
+        agg += [scatter_sum(e, src, n), scatter_max(e, src, n, chunk)]
+        h = h + self.node_net(torch.cat(agg, dim=1))
+        if chunk is None:
+            return h, e + _edgewise(self.edge_net, h, e, src, dst)
+        for s in _slices(e.shape[0], chunk):  # no gradients: e is updated in place
+            e[s] += _edgewise(self.edge_net, h, e[s], src[s], dst[s])
         return h, e
 
     def forward(
@@ -143,43 +139,38 @@ class InteractionGNN(nn.Module):
         """Node features (n, F), edge geometry (E, G), edges (2, E) -> edge logits (E,).
 
         ``chunk``: without gradients, the edge networks run on at most ``chunk`` edges at a
-        time (same result, bounded memory)."""
-        if chunk is not None and not torch.is_grad_enabled() and edges.shape[1] > chunk:
-            return self._forward_chunked(x, edge_attr, edges, chunk)
+        time (same result, memory bounded by the (E, hidden) edge states)."""
+        if torch.is_grad_enabled() or (chunk is not None and edges.shape[1] <= chunk):
+            chunk = None  # training needs every edge's activations
         src, dst = edges
         h = self.node_encoder(x)
-        e = self.edge_encoder(torch.cat([x[src], x[dst], edge_attr], dim=1))
+        e = _edgewise(self.edge_encoder, x, edge_attr, src, dst, chunk)
         use_ckpt = self.checkpointing and torch.is_grad_enabled()
         for _ in range(self.n_iterations):
             if use_ckpt:
                 h, e = checkpoint(self._iteration, h, e, src, dst, use_reentrant=False)
             else:
-                h, e = self._iteration(h, e, src, dst)
-        return self.classifier(torch.cat([h[src], h[dst], e], dim=1)).squeeze(1)
+                h, e = self._iteration(h, e, src, dst, chunk)
+        return _edgewise(self.classifier, h, e, src, dst, chunk).squeeze(1)
 
-    def _forward_chunked(
-        self, x: torch.Tensor, edge_attr: torch.Tensor, edges: torch.Tensor, chunk: int
-    ) -> torch.Tensor:
-        src, dst = edges
-        n, n_edges = x.shape[0], edges.shape[1]
-        parts = [slice(i, min(i + chunk, n_edges)) for i in range(0, n_edges, chunk)]
-        h = self.node_encoder(x)
-        e = torch.cat(
-            [self.edge_encoder(torch.cat([x[src[s]], x[dst[s]], edge_attr[s]], 1)) for s in parts]
-        )
-        for _ in range(self.n_iterations):
-            agg = [h, scatter_sum(e, dst, n), None, scatter_sum(e, src, n), None]
-            for k, index in ((2, dst), (4, src)):
-                top = e.new_full((n, e.shape[1]), float("-inf"))
-                for s in parts:
-                    scatter_max_into(top, e[s], index[s])
-                agg[k] = top.masked_fill_(top == float("-inf"), 0.0)
-            h = h + self.node_net(torch.cat(agg, dim=1))
-            for s in parts:  # e is not needed after this iteration: update it in place
-                e[s] += self.edge_net(torch.cat([h[src[s]], h[dst[s]], e[s]], dim=1))
-        return torch.cat(
-            [self.classifier(torch.cat([h[src[s]], h[dst[s]], e[s]], 1)).squeeze(1) for s in parts]
-        )
+
+def _slices(n: int, chunk: int) -> list[slice]:
+    return [slice(i, min(i + chunk, n)) for i in range(0, n, chunk)]
+
+
+def _edgewise(
+    net: nn.Module,
+    nodes: torch.Tensor,
+    edge_states: torch.Tensor,
+    src: torch.Tensor,
+    dst: torch.Tensor,
+    chunk: int | None = None,
+) -> torch.Tensor:
+    """``net([nodes[src], nodes[dst], edge_states])``, on at most ``chunk`` edges at a time."""
+    if chunk is None:
+        return net(torch.cat([nodes[src], nodes[dst], edge_states], dim=1))
+    parts = _slices(len(src), chunk)
+    return torch.cat([_edgewise(net, nodes, edge_states[s], src[s], dst[s]) for s in parts])
 
 
 class EdgeFilter(nn.Module):
@@ -205,14 +196,8 @@ class EdgeFilter(nn.Module):
         chunk: int | None = None,
     ) -> torch.Tensor:
         """Edge logits; without gradients, ``chunk`` bounds the edges scored at once."""
-        if chunk is None or torch.is_grad_enabled():
-            return self.net(torch.cat([x[edges[0]], x[edges[1]], edge_attr], dim=1)).squeeze(1)
-        return torch.cat(
-            [
-                self(x, edge_attr[i : i + chunk], edges[:, i : i + chunk])
-                for i in range(0, edges.shape[1], chunk)
-            ]
-        )
+        chunk = None if torch.is_grad_enabled() else chunk
+        return _edgewise(self.net, x, edge_attr, edges[0], edges[1], chunk).squeeze(1)
 
 
 class FeatureScaler(nn.Module):
@@ -292,6 +277,8 @@ DEFAULT_FILTER = {
     "target_pt_min": 0.5,
     "max_val_events": 20,
 }
+#: pT thresholds (GeV) of the tracking efficiencies: the Exa.TrkX ones and every particle
+PT_THRESHOLDS = (0.9, 1.0, 0.0)
 DEFAULT_TRACKS = {"method": "walkthrough", "cc_cut": 0.8, "walk_cut": 0.7, "min_hits": 4}
 
 
@@ -843,16 +830,11 @@ class InteractionGNNTracker(HEPModule):
         autocast = "bf16" if str(trainer.precision).startswith("bf16") else None
         dataset = datamodule.dataset(split)
         stage_counts: dict[str, list[dict]] = {"graph": [], "filter": [], "gnn": []}
-        track_results: dict[str, list[dict]] = {}
-        scores_by_method: dict[str, list[float]] = {"walkthrough": [], "components": []}
+        tracking = TrackingEvaluation(partial(datamodule.event, split), PT_THRESHOLDS)
         times: list[dict] = []
-        particle_tables, edge_scores, sizes = [], [], []
-        events = datamodule.events(split)
+        edge_scores, sizes = [], []
         for i in tqdm(range(len(dataset)), desc=f"evaluating {split}", unit="event"):
             item = dataset[i]
-            event_id, frames = next(events)
-            if event_id != item["event_id"]:
-                raise RuntimeError(f"event order mismatch: {event_id} != {item['event_id']}")
             nodes = {k: torch.as_tensor(v) for k, v in item["nodes"].items()}
             truth_edges = torch.as_tensor(item["truth_edges"]["edge"].T.copy())
             result = self.find_tracks(nodes, autocast=autocast)
@@ -881,19 +863,7 @@ class InteractionGNNTracker(HEPModule):
                 )
                 if method != self.tracks_cfg["method"]:
                     times[-1][f"time_tracks_{method}"] = time.perf_counter() - t
-                sub = pd.DataFrame({"hit_id": hit_id, "track_id": labels})
-                scores_by_method[method].append(score_event(frames.truth, sub, unassigned=-1))
-                for pt_min in (0.9, 1.0, 0.0):
-                    key = f"{method}/pt{pt_min:g}"
-                    track_results.setdefault(key, []).append(
-                        efficiencies(
-                            frames.truth, frames.particles, sub, pt_min=pt_min, hits=frames.hits
-                        )
-                    )
-                if method == self.tracks_cfg["method"]:
-                    particle_tables.append(
-                        match_particles(frames.truth, frames.particles, sub, hits=frames.hits)
-                    )
+                tracking.add(item["event_id"], hit_id, labels, builder=method)
 
         metrics: dict[str, Any] = {"n_events": len(dataset)}
         for stage, counts in stage_counts.items():
@@ -901,16 +871,14 @@ class InteractionGNNTracker(HEPModule):
                 totals = pd.DataFrame(counts).sum().to_dict()
                 metrics.update(edge_ratios(totals, prefix=f"edges_{stage}/"))
                 metrics[f"edges_{stage}/per_event"] = totals["n_edges"] / len(counts)
-        keep = ("double_majority", "perfect", "lhc", "fake_rate", "duplicate_rate", "n_particles")
-        for key, results in track_results.items():
-            agg = aggregate_efficiencies(results)
-            method, pt = key.split("/")
-            prefix = "tracks" if method == self.tracks_cfg["method"] else f"tracks_{method}"
-            for name in keep:
-                metrics[f"{prefix}_{pt}/{name}"] = agg[name]
-        for method, values in scores_by_method.items():
-            prefix = "" if method == self.tracks_cfg["method"] else f"{method}_"
-            metrics[f"{prefix}trackml_score"] = float(np.nanmean(values))
+        for method in tracking.builders:
+            summary = tracking.summary(method)
+            main = method == self.tracks_cfg["method"]
+            prefix = "tracks" if main else f"tracks_{method}"
+            for pt_min in PT_THRESHOLDS:
+                for name, value in summary[pt_min].items():
+                    metrics[f"{prefix}_pt{pt_min:g}/{name}"] = value
+            metrics[("" if main else f"{method}_") + "trackml_score"] = summary["trackml_score"]
         time_table = pd.DataFrame(times)
         for col in time_table.columns:
             metrics[f"seconds_per_event/{col.removeprefix('time_')}"] = float(
@@ -921,7 +889,7 @@ class InteractionGNNTracker(HEPModule):
         metrics["peak_memory_gb"] = peak_memory_gb()
         metrics["hits_per_event"] = float(np.mean([s[0] for s in sizes]))
         metrics["particles_per_event"] = float(np.mean([s[1] for s in sizes]))
-        plot_efficiencies(pd.concat(particle_tables, ignore_index=True), out_dir / "efficiency.png")
+        plot_efficiencies(tracking.particles(self.tracks_cfg["method"]), out_dir / "efficiency.png")
         plot_edge_scores(np.concatenate(edge_scores), out_dir / "edge_scores.png", self.score_cut)
         return metrics
 

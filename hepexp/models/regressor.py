@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +33,7 @@ from hepexp.data.trackml import views
 from hepexp.data.trackml.datamodule import EventHitsCollate
 from hepexp.errors import ConfigError
 from hepexp.metrics.stats import summarize
-from hepexp.metrics.trackml import efficiencies, match_particles, score_event
+from hepexp.metrics.trackml import score_event
 from hepexp.models.attention import SetTransformer
 from hepexp.models.base import HEPModule
 from hepexp.reco.clustering import (
@@ -42,6 +43,7 @@ from hepexp.reco.clustering import (
     scan_clustering,
     submission,
 )
+from hepexp.reco.evaluation import TrackingEvaluation
 from hepexp.utils.io import atomic_path
 
 if TYPE_CHECKING:
@@ -294,19 +296,20 @@ class TransformerRegressor(HEPModule):
         if self.val_score_events <= 0 or self.trainer.sanity_checking:
             return
         # every rank scores the same first events, so the value agrees across DDP ranks
+        events = self.predict_events(
+            self.datamodule, "val", max_events=self.val_score_events, timed=False
+        )
         if self._val_truths is None:
-            self._val_truths = [
-                (eid, truth)
-                for eid, _, _, truth in _take(
-                    iter_events(self.datamodule, "val"), self.val_score_events
-                )
-            ]
-        n = len(self._val_truths)
-        events = self.predict_events(self.datamodule, "val", max_events=n, timed=False)
+            self._val_truths = {
+                e["event_id"]: self.datamodule.event("val", e["event_id"]).truth for e in events
+            }
         labels, _ = self.cluster([e["pred"] for e in events])
         scores = [
-            score_event(truth, pd.DataFrame({"hit_id": e["hit_id"], "track_id": lab}))
-            for e, lab, (_, truth) in zip(events, labels, self._val_truths, strict=True)
+            score_event(
+                self._val_truths[e["event_id"]],
+                pd.DataFrame({"hit_id": e["hit_id"], "track_id": lab}),
+            )
+            for e, lab in zip(events, labels, strict=True)
         ]
         self.log("val/trackml_score", float(np.nanmean(scores)), prog_bar=True, sync_dist=False)
 
@@ -441,16 +444,15 @@ class TransformerRegressor(HEPModule):
         from hepexp.plotting.trackml import plot_scan_heatmap
 
         n = int(self.scan.get("max_events") or 10**9)
-        truths = [(eid, truth) for eid, _, _, truth in _take(iter_events(datamodule, "val"), n)]
-        events = self.predict_events(datamodule, "val", max_events=len(truths))
-        _check_order(events, [eid for eid, _ in truths], "val")
+        events = self.predict_events(datamodule, "val", max_events=n)
+        truths = [datamodule.event("val", e["event_id"]).truth for e in events]
         start = time.perf_counter()
         tables = []
         for q_scale in self.scan.get("q_scale") or [1.0]:
             table = scan_clustering(
                 [self.cluster_features(e["pred"], q_scale) for e in events],
                 [e["hit_id"] for e in events],
-                [t for _, t in truths],
+                truths,
                 self.scan["min_cluster_size"],
                 self.scan["min_samples"],
                 n_jobs=int(self.clustering.get("n_jobs", 1)),
@@ -509,36 +511,15 @@ class TransformerRegressor(HEPModule):
         labels, cpu_seconds = self.cluster([e["pred"] for e in events])
         cluster_wall = time.perf_counter() - start
 
-        scores, eff_all, eff_pt, tables = [], [], [], []
-        display = None
-        for i, (event_id, hits, particles, truth) in enumerate(iter_events(datamodule, split)):
-            if i >= len(events):
-                raise ValueError(f"datamodule.events('{split}') yields more events than its loader")
-            event = events[i]
-            if event["event_id"] != int(event_id):
-                raise ValueError(
-                    f"split '{split}': event {i} of the loader is {event['event_id']}, but "
-                    f"datamodule.events yields {event_id}; both must follow dataset order"
-                )
-            sub = pd.DataFrame({"hit_id": event["hit_id"], "track_id": labels[i]})
-            scores.append(score_event(truth, sub))
-            eff_all.append(efficiencies(truth, particles, sub, pt_min=0.0, hits=hits))
-            eff_pt.append(efficiencies(truth, particles, sub, pt_min=self.pt_min, hits=hits))
-            tables.append(match_particles(truth, particles, sub, hits=hits))
-            if display is None:
-                display = (event_id, hits, truth, sub)
-        if len(scores) != len(events):
-            raise ValueError(
-                f"split '{split}': the loader gave {len(events)} events but "
-                f"datamodule.events gave {len(scores)}"
-            )
-        from hepexp.metrics.trackml import aggregate_efficiencies
-
+        tracking = TrackingEvaluation(partial(datamodule.event, split), (0.0, self.pt_min))
+        for event, event_labels in zip(events, labels, strict=True):
+            tracking.add(event["event_id"], event["hit_id"], event_labels)
+        summary = tracking.summary()
         metrics: dict[str, Any] = {
             "n_events": len(events),
             "n_hits": int(sum(len(e["hit_id"]) for e in events)),
-            "trackml_score": float(np.nanmean(scores)),
-            "trackml_score_std": float(np.nanstd(scores)),
+            "trackml_score": summary["trackml_score"],
+            "trackml_score_std": summary["trackml_score_std"],
             "min_cluster_size": settings["min_cluster_size"],
             "min_samples": settings["min_samples"],
             "q_scale": settings["q_scale"],
@@ -548,31 +529,30 @@ class TransformerRegressor(HEPModule):
             "clustering_n_jobs": int(self.clustering.get("n_jobs", 1)),
             "device": str(self.device),
         }
-        for name, results in (("", eff_all), (f"_pt{self.pt_min:g}", eff_pt)):
-            agg = aggregate_efficiencies(results)
-            for key in ("double_majority", "perfect", "lhc", "fake_rate", "duplicate_rate"):
-                metrics[f"{key}{name}"] = agg[key]
-            metrics[f"n_particles{name}"] = agg["n_particles"]
+        for name, pt_min in (("", 0.0), (f"_pt{self.pt_min:g}", self.pt_min)):
+            for key, value in summary[pt_min].items():
+                metrics[f"{key}{name}"] = value
         residuals, sigmas = self._residuals(events)
         for name, values in residuals.items():  # the published sigma is a std; sigma68 beside it
             spread = summarize(values)
             for stat in ("mean", "rms", "std", "sigma68"):
                 metrics[f"residual_{stat}_{name}"] = spread[stat]
 
-        plot_efficiencies(pd.concat(tables, ignore_index=True), out_dir / "efficiency.png")
+        plot_efficiencies(tracking.particles(), out_dir / "efficiency.png")
         if residuals:
             plot_residuals(residuals, sigmas, out_dir / "residuals.png")
-        if display is not None:
-            event_id, hits, truth, sub = display
-            xyz = hits[["x", "y", "z"]].to_numpy()
-            track = sub.set_index("hit_id")["track_id"].reindex(hits["hit_id"]).to_numpy()
-            pid = truth.set_index("hit_id")["particle_id"].reindex(hits["hit_id"]).to_numpy()
+        if events:
+            first = events[0]
+            frames = datamodule.event(split, first["event_id"])
+            xyz = frames.hits[["x", "y", "z"]].to_numpy()
+            track = pd.Series(labels[0], index=first["hit_id"]).reindex(frames.hits["hit_id"])
+            pid = frames.truth.set_index("hit_id")["particle_id"].reindex(frames.hits["hit_id"])
             plot_event_display(
                 xyz,
-                np.nan_to_num(track, nan=-1).astype(np.int64),
-                np.nan_to_num(pid, nan=0).astype(np.int64),
+                np.nan_to_num(track.to_numpy(), nan=-1).astype(np.int64),
+                np.nan_to_num(pid.to_numpy(), nan=0).astype(np.int64),
                 out_dir / "event_display.png",
-                f"event {event_id}: TrackML score {scores[0]:.3f}",
+                f"event {first['event_id']}: TrackML score {tracking.scores()[0]:.3f}",
             )
         log.info(
             "TrackML score %.4f +- %.4f (std over %d events; standard error of the mean %.4f)",
@@ -699,35 +679,3 @@ def store_cluster_params(path: str | Path, params: torch.Tensor) -> None:
     checkpoint["state_dict"]["cluster_params"] = params.detach().cpu().clone()
     with atomic_path(path) as tmp:
         torch.save(checkpoint, tmp)
-
-
-def event_frames(item: tuple) -> tuple[int, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """``(event_id, hits, particles, truth)`` from an item of ``datamodule.events(split)``,
-    which yields either that tuple or ``(event_id, SubEvent(hits, particles, truth, ...))``."""
-    if len(item) == 2:
-        event_id, event = item
-        return int(event_id), event[0], event[1], event[2]
-    event_id, hits, particles, truth = item[:4]
-    return int(event_id), hits, particles, truth
-
-
-def iter_events(datamodule: HEPDataModule, split: str) -> Iterator[tuple]:
-    """``(event_id, hits, particles, truth)`` of every event of ``split``, in dataset order."""
-    for item in datamodule.events(split):
-        yield event_frames(item)
-
-
-def _take(iterator: Iterator, n: int) -> Iterator:
-    for i, item in enumerate(iterator):
-        if i >= n:
-            break
-        yield item
-
-
-def _check_order(events: list[dict], event_ids: list[int], split: str) -> None:
-    got = [e["event_id"] for e in events]
-    if got != [int(i) for i in event_ids]:
-        raise ValueError(
-            f"split '{split}': the loader's events {got[:5]}... differ from "
-            f"datamodule.events' {list(event_ids)[:5]}...; both must follow dataset order"
-        )

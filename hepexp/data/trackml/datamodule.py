@@ -249,6 +249,7 @@ class TrackMLDataModule(HEPDataModule):
         self.prepare_workers = prepare_workers
         self.source = source
         self._source_path: Path | None = None
+        self._held: tuple[tuple[str, int], dict[int, SubEvent]] | None = None  # see event()
         self.data_dir = Path(data_dir)
         self.simulation = {"n_events": 40, "n_particles": 2000, "seed": 1, "options": {}}
         self.simulation.update(simulation or {})
@@ -331,6 +332,20 @@ class TrackMLDataModule(HEPDataModule):
         """The (sub-)events of ``split`` as frames, exactly those the view's dataset holds."""
         for source_id in self.source_events(split):
             yield from self.source_subevents(split, source_id)
+
+    def event(self, split: str, event_id: int) -> SubEvent:
+        """The frames of (sub-)event ``event_id`` of ``split``: truth looked up by id, so that
+        predictions may arrive in any order. The sub-events of the last source event read are
+        held, so reading a split's events in id order loads each source event once."""
+        source_id = int(event_id) // SUBEVENT_STRIDE
+        if self._held is None or self._held[0] != (split, source_id):
+            if source_id not in self.source_events(split):
+                raise DataError(self.source_dir(), None, f"split '{split}' has no event {event_id}")
+            self._held = ((split, source_id), dict(self.source_subevents(split, source_id)))
+        subevents = self._held[1]
+        if int(event_id) not in subevents:
+            raise DataError(self.source_dir(), None, f"split '{split}' has no event {event_id}")
+        return subevents[int(event_id)]
 
     def source_subevents(self, split: str, source_id: int) -> list[tuple[int, SubEvent]]:
         """The (sub-)events of ``split`` drawn from source event ``source_id``, with their ids.
