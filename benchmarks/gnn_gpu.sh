@@ -30,12 +30,7 @@ mkdir -p "$out/logs" "$work"
 log() { echo "[$(date +%T)] $*"; }
 hms() { printf "00:00:%02d:%02d" $(($1 / 60)) $(($1 % 60)); } # seconds -> DD:HH:MM:SS
 
-if [ -d .whl ] && ! python3 -c "import hydra, optuna, hdbscan, awkward" 2>/dev/null; then
-  log "installing the carried wheels into /tmp/site"
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
-fi
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 WANDB_MODE=disabled
+. benchmarks/gpu_env.sh
 export HEPEXP_DATA_DIR="$work/data"
 trainer=$([ "$device" = cuda ] && echo gpu || echo cpu)
 accelerator=$([ "$device" = cuda ] && echo gpu || echo cpu)

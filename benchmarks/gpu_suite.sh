@@ -32,12 +32,7 @@ hms() { printf "00:00:%02d:%02d" $(($1 / 60)) $(($1 % 60)); } # seconds -> DD:HH
 pick() { [ "$tiny" = 1 ] && echo "$1" || echo "$2"; }          # tiny value, real value
 
 # -- environment: the machine's own torch; wheels carried in for what it lacks ----------------
-if [ -d .whl ] && ! python3 -c "import hydra, optuna, hdbscan, awkward, uproot" 2>/dev/null; then
-  log "installing the carried wheels into /tmp/site"
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
-fi
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 WANDB_MODE=disabled
+. benchmarks/gpu_env.sh
 export HEPEXP_DATA_DIR=$work/data HEPEXP_LOG_DIR=$work/logs
 python3 benchmarks/gpu_suite_report.py versions "$out/versions.json" | tee "$out/logs/versions.log"
 n_gpus=$(python3 -c "import torch; print(torch.cuda.device_count())")

@@ -15,9 +15,12 @@ work=${WORK_DIR:-/tmp/hepexp_gpu}
 device=${DEVICE:-cuda}
 n_events=${N_EVENTS:-200}
 mkdir -p "$out" "$work/logs"
+out=$(cd "$out" && pwd)
+cd "$(dirname "$0")/.."
 log() { echo "[$(date +%T)] $*"; }
 hms() { printf "00:00:%02d:%02d" $(($1 / 60)) $(($1 % 60)); }  # seconds -> DD:HH:MM:SS
-export PYTHONUNBUFFERED=1 HEPEXP_DATA_DIR="$work/data"
+. benchmarks/gpu_env.sh
+export HEPEXP_DATA_DIR="$work/data"
 
 log "speed benchmark"
 for preset in default tml10_50; do

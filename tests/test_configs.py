@@ -175,3 +175,18 @@ def test_unknown_target_is_a_config_error(tmp_path: Path) -> None:
 
 class NoViewsData:
     views: dict[str, str] = {"something_else": "not what any model eats"}
+
+
+def test_interaction_gnn_stage_defaults_equal_the_yaml(tmp_path: Path) -> None:
+    """The GNN's stage settings have one set of defaults: a model built in Python gets the
+    values train.py composes."""
+    from hepexp.models import interaction_gnn as gnn
+
+    cfg = compose_config(tmp_path, ["model=interaction_gnn", "data=trackml"]).model
+    assert OmegaConf.to_container(cfg.graph.layer_pairs) == gnn.DEFAULT_LAYER_PAIRS
+    assert OmegaConf.to_container(cfg.graph.module_map) == gnn.DEFAULT_MODULE_MAP
+    assert OmegaConf.to_container(cfg.graph.metric_learning) == gnn.DEFAULT_METRIC_LEARNING
+    graph = {k: v for k, v in cfg.graph.items() if not OmegaConf.is_dict(v)}
+    assert graph == gnn.DEFAULT_GRAPH
+    assert OmegaConf.to_container(cfg.filter) == gnn.DEFAULT_FILTER
+    assert OmegaConf.to_container(cfg.tracks) == gnn.DEFAULT_TRACKS

@@ -60,6 +60,7 @@ from hepexp.reco.graph_building import (
     edge_ratios,
 )
 from hepexp.reco.module_map import ModuleMap
+from hepexp.utils.defaults import keyword_defaults
 from hepexp.utils.resources import peak_memory_gb
 
 if TYPE_CHECKING:
@@ -229,15 +230,7 @@ class FeatureScaler(nn.Module):
 
 # -- the pipeline --------------------------------------------------------------------------------
 DEFAULT_GRAPH = {"method": "layer_pairs", "max_fit_events": None}
-DEFAULT_LAYER_PAIRS = {
-    "pt_min": 0.5,
-    "quantile": 0.002,
-    "margin": 0.05,
-    "range_margin": 0.25,
-    "min_edges": 5,
-    "symmetric": True,
-    "max_candidates": 4_000_000,
-}
+DEFAULT_LAYER_PAIRS = keyword_defaults(LayerPairMap)
 DEFAULT_METRIC_LEARNING = {
     "emb_dim": 8,
     "hidden": 128,
@@ -253,18 +246,7 @@ DEFAULT_METRIC_LEARNING = {
     "target_pt_min": 0.5,
     "max_val_events": 20,
 }
-DEFAULT_MODULE_MAP = {
-    "pt_min": 1.0,
-    "trim": 0.005,
-    "margin": 0.1,
-    "floor": 0.2,
-    "sparse_edges": 16,
-    "sparse_quantile": 0.01,
-    "symmetric": True,
-    "max_candidates": 4_000_000,
-    "fallback_events": 20,
-    "fallback": None,
-}
+DEFAULT_MODULE_MAP = keyword_defaults(ModuleMap)
 GRAPH_METHODS = ("layer_pairs", "module_map", "metric_learning")
 DEFAULT_FILTER = {
     "enabled": True,
