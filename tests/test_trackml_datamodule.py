@@ -177,3 +177,28 @@ def test_parallel_preparation_gives_the_serial_result(tmp_path: Path) -> None:
                 np.testing.assert_array_equal(a[i]["hits"][key], b[i]["hits"][key])
     with pytest.raises(ValueError, match="prepare_workers"):
         TrackMLDataModule("event_hits", data_dir=str(tmp_path / "c"), prepare_workers=0, **settings)
+
+
+@pytest.mark.parametrize(("view", "key"), [("event_hits", "hits"), ("graph", "nodes")])
+def test_raw_files_reach_the_model_as_training_events(
+    event_dir: Path, tmp_path: Path, view: str, key: str
+) -> None:
+    """One input path: an event read from raw files (convert.py) gives the model the same
+    inputs, through the same collation, as the cached training record of that event."""
+    dm = _dm(event_dir, tmp_path, view, particles_per_event=None, noise=True, batch_size=1)
+    dm.setup()
+    item = dm.dataset("test")[0]
+    raw = dict(dm.raw_events(event_dir))
+    assert sorted(raw) == [1, 2, 3] and dm.raw_events(raw[3]) == [(3, raw[3])]
+    record = dm.model_inputs(*dm.read_raw_event(raw[3])) | {"event_id": item["event_id"]}
+    assert set(record[key]) < set(item[key]), "the training record adds truth fields only"
+    for name, value in record[key].items():
+        np.testing.assert_array_equal(value, item[key][name], err_msg=name)
+    if view == "event_hits":  # batched as in training (the GNN reads one event's nodes)
+        trained, converted = dm.collate_fn()([item]), dm.collate_fn()([record])
+        for name in ("x", "mask", "hit_id", "event_id"):
+            torch.testing.assert_close(converted[name], trained[name])
+    with pytest.raises(DataError, match="no TrackML events"):
+        dm.raw_events(tmp_path)
+    with pytest.raises(DataError, match="an event prefix"):
+        dm.raw_events(tmp_path / "hits.csv")

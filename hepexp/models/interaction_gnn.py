@@ -42,9 +42,9 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 from tqdm.auto import tqdm
 
-from hepexp.data.trackml import views
-from hepexp.data.trackml.io import event_prefix, list_events, load_event, write_atomic_csv
-from hepexp.errors import ConfigError, DataError
+from hepexp.data.trackml.datamodule import model_inputs
+from hepexp.data.trackml.io import write_atomic_csv
+from hepexp.errors import ConfigError
 from hepexp.models.base import HEPModule
 from hepexp.models.blocks import mlp
 from hepexp.models.scatter import scatter_max, scatter_sum
@@ -751,7 +751,7 @@ class InteractionGNNTracker(HEPModule):
                 f"this model takes {self.node_features} node features: "
                 + ("pass the event's cells" if cells is None else "it was trained without cells")
             )
-        nodes = views.graph_nodes(hits, cells)
+        nodes = model_inputs("graph", hits, cells)["nodes"]
         keys = ("features", "x", "volume_id", "layer_id", "module_id")
         return {k: torch.as_tensor(nodes[k]) for k in keys}
 
@@ -901,29 +901,15 @@ class InteractionGNNTracker(HEPModule):
             raise ConfigError(f"interaction_gnn convert mode must be 'tracks', got {mode!r}")
         if device:
             self.to(device)
-        parts = ("hits", "cells") if datamodule.use_cells else ("hits",)
-        input_path = Path(input_path)
-        if input_path.is_dir():
-            prefixes = [(i, event_prefix(input_path, i)) for i in list_events(input_path, parts)]
-            if not prefixes:
-                raise DataError(input_path, None, f"no TrackML events with parts {parts}")
-        else:
-            name = input_path.name
-            if not (name.startswith("event") and name[5:].isdigit()):
-                raise DataError(
-                    input_path,
-                    None,
-                    "expected a directory of events or an event prefix 'eventNNNNNNNNN'",
-                )
-            prefixes = [(int(name[5:]), input_path)]
+        prefixes = datamodule.raw_events(input_path)
         frames, stage_seconds = [], []
         n_tracks = 0
         progress = tqdm(prefixes, desc="finding tracks", unit="event")
         for event_id, prefix in progress:
             t0 = time.perf_counter()
-            loaded = dict(zip(parts, load_event(prefix, parts), strict=True))
+            hits, cells = datamodule.read_raw_event(prefix)
             read = time.perf_counter() - t0
-            tracks, _, seconds = self._predict(loaded["hits"], loaded.get("cells"))
+            tracks, _, seconds = self._predict(hits, cells)
             stage_seconds.append({"read": read, **seconds})
             progress.set_postfix(
                 {k: f"{v:.1f}s" for k, v in stage_seconds[-1].items()}, refresh=False

@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from hepexp.data.trackml import views
-from hepexp.data.trackml.datamodule import EventHitsCollate
+from hepexp.data.trackml.datamodule import EventHitsCollate, model_inputs
+from hepexp.data.trackml.io import load_event
 from hepexp.errors import ConfigError
 from hepexp.metrics.stats import summarize
 from hepexp.metrics.trackml import score_event
@@ -371,7 +371,7 @@ class TransformerRegressor(HEPModule):
         """(n, 4) float32 predicted theta, sin phi, cos phi, q for the rows of one event's
         ``hits`` (hit_id, x, y, z in mm, volume_id, layer_id), batched by the data module's
         collation (coordinates / ``coord_scale``) as in training."""
-        record = {"hits": views.single_hits(hits, scale=1.0), "event_id": 0}
+        record = model_inputs("event_hits", hits) | {"event_id": 0}
         batch = EventHitsCollate(self.coord_scale)([record])
         was_training = self.training
         self.eval()
@@ -593,33 +593,34 @@ class TransformerRegressor(HEPModule):
         Options: ``nevents``, ``min_cluster_size``, ``min_samples``, ``q_scale`` (override the
         stored clustering).
         """
-        from hepexp.data.trackml import io as trackml_io
-
         mode = mode or "tracks"
         if mode != "tracks":
             raise ConfigError(f"regressor_flash convert mode must be 'tracks', got '{mode}'")
         unknown = set(options) - {"nevents", "min_cluster_size", "min_samples", "q_scale"}
         if unknown:
             raise TypeError(f"regressor_flash convert: unknown options {sorted(unknown)}")
-        input_path, output_path = Path(input_path), Path(output_path)
-        ids = trackml_io.list_events(input_path, ("hits",))
-        if not ids:
-            raise FileNotFoundError(
-                f"{input_path}: no TrackML events (eventNNNNNNNNN-hits.csv[.gz])"
+        if datamodule.coord_scale != self.coord_scale:
+            raise ConfigError(
+                f"data.coord_scale {datamodule.coord_scale} differs from the {self.coord_scale} "
+                "this model was trained with"
             )
-        ids = ids[: options.get("nevents")]
+        output_path = Path(output_path)
+        raw = datamodule.raw_events(input_path)[: options.get("nevents")]
+        ids = [event_id for event_id, _ in raw]
         self.eval()
         seconds = dict.fromkeys(("read", "model", "clustering", "write"), 0.0)
         preds, hit_ids = [], []
-        for event_id in tqdm(ids, desc="regressor_flash convert", unit="event", leave=False):
+        for event_id, prefix in tqdm(
+            raw, desc="regressor_flash convert", unit="event", leave=False
+        ):
             start = time.perf_counter()
-            (hits,) = trackml_io.load_event(
-                trackml_io.event_prefix(input_path, event_id), ("hits",)
-            )
-            hit_ids.append(hits["hit_id"].to_numpy(np.int64))
+            hits, cells = datamodule.read_raw_event(prefix)
+            record = datamodule.model_inputs(hits, cells) | {"event_id": event_id}
+            hit_ids.append(record["hits"]["hit_id"])
             seconds["read"] += time.perf_counter() - start
             start = time.perf_counter()
-            preds.append(self.hit_parameters(hits))
+            batch = datamodule.collate_fn()([record])
+            preds.append(self._predict_batch(batch, timed=False)[0]["pred"])
             seconds["model"] += time.perf_counter() - start
         override = {
             k: options[k] for k in ("min_cluster_size", "min_samples", "q_scale") if k in options
@@ -660,10 +661,9 @@ class TransformerRegressor(HEPModule):
             **override,
         }
         scores = {}
-        for event_id, sub in zip(ids, subs, strict=True):
-            prefix = trackml_io.event_prefix(input_path, event_id)
+        for (event_id, prefix), sub in zip(raw, subs, strict=True):
             try:
-                (truth,) = trackml_io.load_event(prefix, ("truth",))
+                (truth,) = load_event(prefix, ("truth",))
             except FileNotFoundError:
                 continue
             scores[int(event_id)] = score_event(truth, sub)

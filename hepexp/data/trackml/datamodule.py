@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
@@ -38,14 +39,38 @@ CACHE_VERSION = 2
 SUBEVENT_STRIDE = 1000
 
 
-# -- view records: what is cached per (sub-)event, in mm ---------------------------------------
+# -- model inputs: the part of a view's record that needs no truth, in mm ----------------------
+def _hits_inputs(hits: pd.DataFrame, cells: pd.DataFrame | None) -> dict[str, dict]:
+    v = views.single_hits(hits, scale=1.0)
+    return {"hits": {k: v[k] for k in ("x", "hit_id", "volume_id", "layer_id")}}
+
+
+def _graph_inputs(hits: pd.DataFrame, cells: pd.DataFrame | None) -> dict[str, dict]:
+    return {"nodes": views.graph_nodes(hits, cells)}
+
+
+VIEW_INPUTS: dict[str, Callable[[pd.DataFrame, pd.DataFrame | None], dict[str, dict]]] = {
+    "event_hits": _hits_inputs,
+    "hits": _hits_inputs,
+    "graph": _graph_inputs,
+}
+
+
+def model_inputs(view: str, hits: pd.DataFrame, cells: pd.DataFrame | None = None) -> dict:
+    """The record of ``view`` for one event's hits (and cells) without truth: what the model
+    reads. Training records are built from the same function and add their truth fields, so
+    raw files (convert.py, ``model.predict``) reach the model exactly as training events do."""
+    if view not in VIEW_INPUTS:
+        raise ConfigError(f"the view '{view}' needs truth: no model inputs from hits alone")
+    return VIEW_INPUTS[view](hits, cells)
+
+
+# -- view records: what is cached per (sub-)event: the inputs plus truth -------------------------
 def _event_hits_record(ev: SubEvent, options: Mapping) -> dict[str, dict]:
+    record = _hits_inputs(ev.hits, ev.cells)
     v = views.event_hits(ev.hits, ev.particles, ev.truth)
-    return {
-        "hits": {
-            k: v[k] for k in ("x", "targets", "particle_id", "hit_id", "volume_id", "layer_id")
-        }
-    }
+    record["hits"] |= {"targets": v["targets"], "particle_id": v["particle_id"]}
+    return record
 
 
 def _track_hits_record(ev: SubEvent, options: Mapping) -> dict[str, dict]:
@@ -62,16 +87,17 @@ def _track_hits_record(ev: SubEvent, options: Mapping) -> dict[str, dict]:
 
 
 def _hits_record(ev: SubEvent, options: Mapping) -> dict[str, dict]:
-    v = views.single_hits(ev.hits, scale=1.0, truth=ev.truth)
-    return {"hits": {k: v[k] for k in ("x", "hit_id", "volume_id", "layer_id", "particle_id")}}
+    record = _hits_inputs(ev.hits, ev.cells)
+    record["hits"]["particle_id"] = views.hit_particles(ev.hits, ev.truth)
+    return record
 
 
 def _graph_record(ev: SubEvent, options: Mapping) -> dict[str, dict]:
-    nodes = views.graph_nodes(ev.hits, ev.cells)
-    nodes["particle_id"] = views.event_hits(ev.hits, ev.particles, ev.truth)["particle_id"]
-    nodes["pt"] = views.particle_pt(ev.hits, ev.particles, ev.truth)
-    edges = views.truth_graph(ev.hits, ev.truth, ev.particles).T.copy()
-    return {"nodes": nodes, "truth_edges": {"edge": edges}}
+    record = _graph_inputs(ev.hits, ev.cells)
+    record["nodes"]["particle_id"] = views.hit_particles(ev.hits, ev.truth)
+    record["nodes"]["pt"] = views.particle_pt(ev.hits, ev.particles, ev.truth)
+    record["truth_edges"] = {"edge": views.truth_graph(ev.hits, ev.truth, ev.particles).T.copy()}
+    return record
 
 
 VIEW_RECORDS: dict[str, Callable[[SubEvent, Mapping], dict[str, dict]]] = {
@@ -332,6 +358,46 @@ class TrackMLDataModule(HEPDataModule):
         """The (sub-)events of ``split`` as frames, exactly those the view's dataset holds."""
         for source_id in self.source_events(split):
             yield from self.source_subevents(split, source_id)
+
+    # -- raw files (convert.py): read and cut as the source events ----------------------------
+    def raw_events(self, path: str | Path) -> list[tuple[int, Path]]:
+        """``(event_id, prefix)`` of the raw TrackML events at ``path``: a directory of events
+        or one event's prefix (``dir/event000000001``). Only hits (and cells when the data
+        uses them) are needed."""
+        path = Path(path)
+        parts = self.input_parts
+        if path.is_dir():
+            events = [(i, event_prefix(path, i)) for i in list_events(path, parts)]
+            if not events:
+                raise DataError(path, None, f"no TrackML events with parts {parts}")
+            return events
+        name = path.name
+        if not (name.startswith("event") and name[5:].isdigit()):
+            raise DataError(
+                path, None, "expected a directory of events or an event prefix 'eventNNNNNNNNN'"
+            )
+        return [(int(name[5:]), path)]
+
+    @property
+    def input_parts(self) -> tuple[str, ...]:
+        """The files of an event the model reads: hits, and cells for data.use_cells."""
+        return ("hits", "cells") if self.use_cells else ("hits",)
+
+    def read_raw_event(self, prefix: str | Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+        """One raw event's hits (and cells, else None), read as the source events are, with the
+        selection's volume cut (its particle cuts need truth)."""
+        frames = dict(zip(self.input_parts, load_event(prefix, self.input_parts), strict=True))
+        hits, cells = frames["hits"], frames.get("cells")
+        volumes = self.selection.get("volumes")
+        if volumes is not None:
+            hits = hits[hits["volume_id"].isin(list(volumes))].reset_index(drop=True)
+            if cells is not None:
+                cells = cells[cells["hit_id"].isin(hits["hit_id"])].reset_index(drop=True)
+        return hits, cells
+
+    def model_inputs(self, hits: pd.DataFrame, cells: pd.DataFrame | None = None) -> dict:
+        """:func:`model_inputs` of this data module's view."""
+        return model_inputs(self.view, hits, cells)
 
     def event(self, split: str, event_id: int) -> SubEvent:
         """The frames of (sub-)event ``event_id`` of ``split``: truth looked up by id, so that

@@ -37,7 +37,7 @@ def _hit_xyz(hits: pd.DataFrame) -> np.ndarray:
     return hits[["x", "y", "z"]].to_numpy(np.float64)
 
 
-def _particle_of_hits(hits: pd.DataFrame, truth: pd.DataFrame) -> np.ndarray:
+def hit_particles(hits: pd.DataFrame, truth: pd.DataFrame) -> np.ndarray:
     """particle_id of every row of ``hits`` (0 = noise); every hit must be in ``truth``."""
     _require(truth, ["hit_id", "particle_id"], "truth")
     rows = lookup_rows(_int64(truth, "hit_id", "truth"), _int64(hits, "hit_id", "hits"))
@@ -75,7 +75,7 @@ def event_hits(hits: pd.DataFrame, particles: pd.DataFrame, truth: pd.DataFrame)
     xyz = _hit_xyz(hits)
     _require(hits, ["volume_id", "layer_id"], "hits")
     _require(particles, ["particle_id", "px", "py", "pz", "q"], "particles")
-    pid = _particle_of_hits(hits, truth)
+    pid = hit_particles(hits, truth)
     prow = _particle_rows(particles, pid, "event_hits")
     real = prow >= 0
     mom = particles[["px", "py", "pz"]].to_numpy(np.float64)[prow[real]]
@@ -101,7 +101,7 @@ def event_hits(hits: pd.DataFrame, particles: pd.DataFrame, truth: pd.DataFrame)
 def particle_pt(hits: pd.DataFrame, particles: pd.DataFrame, truth: pd.DataFrame) -> np.ndarray:
     """(n,) float32: transverse momentum (GeV) of each hit's particle; 0 for noise."""
     _require(particles, ["particle_id", "px", "py"], "particles")
-    pid = _particle_of_hits(hits, truth)
+    pid = hit_particles(hits, truth)
     prow = _particle_rows(particles, pid, "particle_pt")
     pt = np.hypot(particles["px"].to_numpy(np.float64), particles["py"].to_numpy(np.float64))
     return np.where(prow >= 0, pt[np.maximum(prow, 0)], 0.0).astype(np.float32)
@@ -139,7 +139,7 @@ def track_hits(
     xyz = _hit_xyz(hits)
     _require(hits, ["volume_id", "layer_id"], "hits")
     _require(particles, ["particle_id", "px", "py", "pz", "q"], "particles")
-    pid = _particle_of_hits(hits, truth)
+    pid = hit_particles(hits, truth)
     rows = np.flatnonzero(pid != 0)
     ids, code, counts = np.unique(pid[rows], return_inverse=True, return_counts=True)
     good = counts[code] >= min_hits
@@ -210,7 +210,7 @@ def single_hits(
         "layer_id": hits["layer_id"].to_numpy().astype(np.int64),
     }
     if truth is not None:
-        out["particle_id"] = _particle_of_hits(hits, truth)
+        out["particle_id"] = hit_particles(hits, truth)
     return out
 
 
@@ -225,7 +225,7 @@ def truth_graph(hits: pd.DataFrame, truth: pd.DataFrame, particles: pd.DataFrame
     """
     xyz = _hit_xyz(hits)
     _require(particles, ["particle_id", "vx", "vy", "vz"], "particles")
-    pid = _particle_of_hits(hits, truth)
+    pid = hit_particles(hits, truth)
     prow = _particle_rows(particles, pid, "truth_graph")
     rows = np.flatnonzero(pid != 0)
     vertex = particles[["vx", "vy", "vz"]].to_numpy(np.float64)[prow[rows]]
@@ -293,7 +293,7 @@ def same_particle_edges(edges: np.ndarray, hits: pd.DataFrame, truth: pd.DataFra
     """(E,) bool: both ends of the edge (rows of ``hits``) belong to the same non-noise
     particle."""
     edges = _edge_array(edges, len(hits))
-    pid = _particle_of_hits(hits, truth)
+    pid = hit_particles(hits, truth)
     return (pid[edges[0]] == pid[edges[1]]) & (pid[edges[0]] != 0)
 
 
