@@ -190,3 +190,45 @@ def test_interaction_gnn_stage_defaults_equal_the_yaml(tmp_path: Path) -> None:
     assert graph == gnn.DEFAULT_GRAPH
     assert OmegaConf.to_container(cfg.filter) == gnn.DEFAULT_FILTER
     assert OmegaConf.to_container(cfg.tracks) == gnn.DEFAULT_TRACKS
+
+
+#: each class's own config file: a model or data module built in Python with its defaults is
+#: the one train.py builds from that file
+OWN_CONFIG = {
+    "model/regressor_flash.yaml": "hepexp.models.regressor.TransformerRegressor",
+    "model/vqvae_cond.yaml": "hepexp.models.vqvae.TrackVQVAE",
+    "model/vqvae_uncond.yaml": "hepexp.models.vqvae.HitVQVAE",
+    "model/jet_ae.yaml": "hepexp.models.jet_ae.JetAutoencoder",
+    "model/om2vec.yaml": "hepexp.models.om2vec.Om2Vec",
+    "model/interaction_gnn.yaml": "hepexp.models.interaction_gnn.InteractionGNNTracker",
+    "data/trackml.yaml": "hepexp.data.trackml.datamodule.TrackMLDataModule",
+    "data/prometheus.yaml": "hepexp.data.prometheus.datamodule.PrometheusDataModule",
+    "data/atlas_jets.yaml": "hepexp.data.jets.JetDataModule",
+}
+
+
+def _plain(value: object) -> object:
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+@pytest.mark.parametrize("path", sorted(OWN_CONFIG))
+def test_python_defaults_equal_the_yaml(path: str) -> None:
+    """One source of defaults: every constructor default of the class equals the value its
+    config file sets (values that interpolate other settings, and nested objects, excepted)."""
+    import importlib
+    import inspect
+
+    node = OmegaConf.load(CONF_DIR / path)
+    module, name = OWN_CONFIG[path].rsplit(".", 1)
+    cls = getattr(importlib.import_module(module), name)
+    assert node._target_ == OWN_CONFIG[path]
+    drift = {}
+    for param in inspect.signature(cls).parameters.values():
+        if param.default is inspect.Parameter.empty or param.name not in node:
+            continue
+        raw = OmegaConf.to_container(node, resolve=False)[param.name]
+        if isinstance(raw, str) and "${" in raw or isinstance(raw, dict):
+            continue
+        if _plain(param.default) != raw:
+            drift[param.name] = (param.default, raw)
+    assert not drift, f"{name}: Python default != {path} for {drift}"

@@ -33,6 +33,7 @@ def graph_data(tmp_path_factory: pytest.TempPathFactory) -> TrackMLDataModule:
         particles_per_event=None,
         noise=True,
         batch_size=1,
+        prepare_workers=1,
     )
     dm.setup()
     return dm

@@ -201,6 +201,7 @@ def test_pipeline_selects_the_module_map(tmp_path) -> None:  # noqa: ANN001
         particles_per_event=None,
         noise=True,
         batch_size=1,
+        prepare_workers=1,
     )
     dm.setup()
     cfg = {"method": "module_map", "module_map": {"pt_min": 0.5}}

@@ -34,6 +34,7 @@ def _dm(event_dir: Path, tmp_path: Path, view: str = "event_hits", **kwargs) -> 
         batch_size=4,
         splits={"train": 1, "val": 1, "test": 1},
         subevents_per_event=3,
+        prepare_workers=1,  # no process pool for three events
     )
     options.update(kwargs)
     return TrackMLDataModule(view, **options)
@@ -160,7 +161,9 @@ def test_parallel_preparation_gives_the_serial_result(tmp_path: Path) -> None:
         subevents_per_event=4,
         batch_size=2,
     )
-    serial = TrackMLDataModule("event_hits", data_dir=str(tmp_path / "a"), **settings)
+    serial = TrackMLDataModule(
+        "event_hits", data_dir=str(tmp_path / "a"), prepare_workers=1, **settings
+    )
     parallel = TrackMLDataModule(
         "event_hits", data_dir=str(tmp_path / "b"), prepare_workers=2, **settings
     )

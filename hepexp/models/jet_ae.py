@@ -34,8 +34,9 @@ ODD_FEATURES = ("phi", "eta")
 class JetAutoencoder(HEPModule):
     """MLP autoencoder of jet 4-vectors; the loss is the MSE of the normalised features.
 
-    Three numbers cannot hold four independent ones: ``loss_weights`` (one per feature, default
-    equal) decide which features the latent space favours.
+    Three numbers cannot hold four independent ones: ``loss_weights`` (one per feature; default
+    0.01 for m and 1 for pt, phi, eta; None: equal) decide which features the latent space
+    favours.
 
     ``skip``: linear paths from input to latent and from latent to output beside the MLPs
     (whose last layers then start at zero): a linear autoencoder from the start, which can pass
@@ -59,12 +60,12 @@ class JetAutoencoder(HEPModule):
         transforms: Sequence[Mapping[str, Any]] = (),
         hidden: Sequence[int] = (200, 100, 50),
         latent_dim: int = 3,
-        activation: str = "tanh",
+        activation: str = "silu",
         norm: str | None = None,
         dropout: float = 0.0,
-        loss_weights: Sequence[float] | None = None,
-        skip: bool = False,
-        symmetric: bool = False,
+        loss_weights: Sequence[float] | None = (0.01, 1.0, 1.0, 1.0),
+        skip: bool = True,
+        symmetric: bool = True,
         **base: Any,
     ) -> None:
         super().__init__(**base)

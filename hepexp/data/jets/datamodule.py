@@ -38,6 +38,16 @@ class JetTensorDataset(Dataset):
         return self.values[torch.as_tensor(indices)]
 
 
+#: the default normalisation of (m, pt, phi, eta), m and pt in GeV: y = (f(x + offset) - loc) /
+#: scale (see :mod:`hepexp.data.transforms`)
+STANDARD_TRANSFORMS: tuple[dict[str, Any], ...] = (
+    {"name": "m", "fn": "log10", "offset": 1.0, "loc": 0.0, "scale": 1.8},
+    {"name": "pt", "fn": "log10", "loc": 1.3, "scale": 1.2},
+    {"name": "phi", "loc": 0.0, "scale": 3.0},
+    {"name": "eta", "loc": 0.0, "scale": 5.0},
+)
+
+
 def _identity(batch: torch.Tensor) -> torch.Tensor:
     return batch
 
@@ -66,7 +76,7 @@ class JetDataModule(HEPDataModule):
         allow_pickle: bool = False,
         root_tree: str | None = None,
         features: Sequence[str] = JET_COLUMNS,
-        transforms: Sequence[Mapping[str, Any]] = (),
+        transforms: Sequence[Mapping[str, Any]] = STANDARD_TRANSFORMS,
         val_fraction: float = 0.1,
         test_fraction: float = 0.2,
         simulation: Mapping[str, Any] | None = None,

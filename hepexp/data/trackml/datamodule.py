@@ -262,11 +262,11 @@ class TrackMLDataModule(HEPDataModule):
         min_track_hits: int = 6,
         num_features: int = 3,
         num_targets: int = 4,
-        batch_size: int = 32,
+        batch_size: int = 16,
         num_workers: int = 0,
         pin_memory: bool | None = None,
         seed: int = 0,
-        prepare_workers: int = 1,
+        prepare_workers: int = -1,
     ) -> None:
         super().__init__(view, batch_size, num_workers, pin_memory, seed)
         resolve_workers(
