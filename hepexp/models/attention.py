@@ -209,7 +209,7 @@ class AttentionContext:
             )
         if self.kernel == "flex":
             if dropout > 0:
-                raise ValueError("FlexAttention has no attention dropout; set attn_dropout: 0")
+                raise ConfigError("FlexAttention has no attention dropout; set attn_dropout: 0")
             t, pad = q.shape[2], self.padded_total - q.shape[2]
             if pad:
                 q, k, v = (F.pad(a, (0, 0, 0, pad)) for a in (q, k, v))
@@ -251,7 +251,7 @@ class SelfAttention(nn.Module):
     ) -> None:
         super().__init__()
         if dim % heads:
-            raise ValueError(f"attention: dim {dim} is not divisible by heads {heads}")
+            raise ConfigError(f"attention: dim {dim} is not divisible by heads {heads}")
         self.heads = heads
         self.dropout = dropout
         self.qkv = nn.Linear(dim, 3 * dim)
@@ -382,7 +382,7 @@ class SetTransformer(nn.Module):
         if kernel == "auto":
             kernel = "flex" if x.is_cuda else "loop"
         if layout not in ("padded", "packed"):
-            raise ValueError(f"attention layout must be 'padded' or 'packed', got {layout!r}")
+            raise ConfigError(f"attention layout must be 'padded' or 'packed', got {layout!r}")
         if self.geometry_dims and (geometry is None or geometry.shape[:2] != x.shape[:2]):
             raise ValueError(f"geometry: expected (B, L, {self.geometry_dims}) beside x")
         if layout == "packed":

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from hepexp.errors import ConfigError
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "tanh": nn.Tanh,
     "relu": nn.ReLU,
@@ -22,7 +24,7 @@ def activation(name: str) -> nn.Module:
     try:
         return ACTIVATIONS[name]()
     except KeyError:
-        raise ValueError(
+        raise ConfigError(
             f"unknown activation '{name}'; choose one of {sorted(ACTIVATIONS)}"
         ) from None
 
@@ -50,7 +52,7 @@ def mlp(
             elif norm == "layer":
                 layers.append(nn.LayerNorm(n_out))
             elif norm is not None:
-                raise ValueError(f"unknown norm '{norm}'; use null, 'batch' or 'layer'")
+                raise ConfigError(f"unknown norm '{norm}'; use null, 'batch' or 'layer'")
             layers.append(activation(act))
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))

@@ -245,7 +245,7 @@ class JetAutoencoder(HEPModule):
             if not torch.isfinite(latents).all():
                 raise DataError("latents", "latent_*", "NaN or infinite latents")
         else:
-            raise ValueError(
+            raise ConfigError(
                 f"jet_ae predict mode must be 'reconstruct', 'encode' or 'decode', got '{mode}'"
             )
         decoded = torch.cat([self.decode(b) for b in latents.split(batch_size)])

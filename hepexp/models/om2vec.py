@@ -648,7 +648,7 @@ class Om2Vec(HEPModule):
             table = pd.DataFrame({k: h[k] for k in ids if k in h})
             return pd.concat([table, pd.DataFrame(mu, columns=latent_cols)], axis=1)
         if mode != "decode":
-            raise ValueError(f"om2vec predict mode must be 'latents' or 'decode', got '{mode}'")
+            raise ConfigError(f"om2vec predict mode must be 'latents' or 'decode', got '{mode}'")
         latents = data[latent_cols].to_numpy() if isinstance(data, pd.DataFrame) else data
         z = torch.tensor(np.asarray(latents, np.float32), device=self.device)
         if z.ndim != 2 or z.shape[1] != self.latent_dim:

@@ -22,6 +22,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from hepexp.errors import ConfigError
+
 
 def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
@@ -107,12 +109,12 @@ class VectorQuantizer(nn.Module):
     ) -> None:
         super().__init__()
         if num_codes < 1 or dim < 1 or not 0.0 <= decay < 1.0:
-            raise ValueError(
+            raise ConfigError(
                 f"quantizer: need num_codes >= 1, dim >= 1, 0 <= decay < 1; got "
                 f"{num_codes}, {dim}, {decay}"
             )
         if restart_after is not None and restart_after < 1:
-            raise ValueError(f"quantizer.restart_after must be >= 1 or null, got {restart_after}")
+            raise ConfigError(f"quantizer.restart_after must be >= 1 or null, got {restart_after}")
         self.num_codes = num_codes
         self.dim = dim
         self.decay = decay

@@ -317,7 +317,7 @@ class VQVAE(HEPModule):
                 datamodule = self.data_source()
             return self.encode_hits(data, particles, truth, datamodule, batch_size)
         if mode != "decode":
-            raise ValueError(f"vqvae predict mode must be 'encode' or 'decode', got '{mode}'")
+            raise ConfigError(f"vqvae predict mode must be 'encode' or 'decode', got '{mode}'")
         table = data if "event_id" in data.columns else data.assign(event_id=0)
         xyz = self.decode_table(table, Path("tokens"), batch_size)
         return data.assign(x=xyz[:, 0], y=xyz[:, 1], z=xyz[:, 2])
