@@ -142,6 +142,28 @@ def test_init_from_a_different_model_is_a_config_error(gnn_run: Path) -> None:
         build_model(cfg.model).load_weights(ckpt)
 
 
+def test_track_cut_scan_scores_as_evaluate_on_validation(gnn_run: Path) -> None:
+    """benchmarks/gnn_track_cuts.py: its row for the stored cuts equals evaluate.py split=val."""
+    ckpt = gnn_run / "logs/train/runs/gnn/checkpoints/best.ckpt"
+    env = {"HEPEXP_RUN_ID": "val", **ONE_THREAD}
+    run_entrypoint("evaluate.py", f"ckpt_path={ckpt}", "split=val", cwd=gnn_run, env=env)
+    metrics = json.loads((gnn_run / "logs/evaluate/runs/val/metrics.json").read_text())
+    table_path = gnn_run / "cuts.csv"
+    args = ["--events", "100", "--cc-cuts", "0.8", "--walk-cuts", "0.7", "--min-hits", "4", "5"]
+    proc = run_entrypoint(
+        "benchmarks/gnn_track_cuts.py", str(ckpt), *args, "--csv", str(table_path),
+        cwd=gnn_run, env=ONE_THREAD,
+    )  # fmt: skip
+    table = pd.read_csv(table_path)
+    assert len(table) == 4, "walkthrough and components, min_hits 4 and 5"
+    stored = table[(table.method == "walkthrough") & (table.min_hits == 4)].iloc[0]
+    assert stored.dm_pt1 == pytest.approx(metrics["tracks_pt1/double_majority"])
+    assert stored.fake_pt1 == pytest.approx(metrics["tracks_pt1/fake_rate"])
+    assert stored.trackml_score == pytest.approx(metrics["trackml_score"])
+    assert "2 validation events" in proc.stdout
+    assert "recommended" in proc.stdout or "no point of the grid" in proc.stdout
+
+
 @pytest.mark.slow
 def test_gnn_gpu_script_plumbing_on_cpu(gnn_run: Path, tmp_path: Path) -> None:
     """benchmarks/gnn_gpu.sh (speed, fine-tuning of a CPU checkpoint on other events,
