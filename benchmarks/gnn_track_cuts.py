@@ -23,9 +23,9 @@ import torch
 from tqdm.auto import tqdm
 
 from hepexp.api import load_model
+from hepexp.checkpoint import build_datamodule
 from hepexp.models.interaction_gnn import build_tracks
 from hepexp.reco.evaluation import TrackingEvaluation
-from hepexp.run.common import build_datamodule
 
 
 def main() -> None:

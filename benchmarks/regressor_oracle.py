@@ -17,8 +17,9 @@ import argparse
 import numpy as np
 import pandas as pd
 
+from hepexp.checkpoint import build_datamodule
 from hepexp.metrics.trackml import score_event
-from hepexp.run.common import build_datamodule, model_from_checkpoint
+from hepexp.run.common import model_from_checkpoint
 
 
 def sigma68(values: np.ndarray) -> float:

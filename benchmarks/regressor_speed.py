@@ -27,7 +27,7 @@ import warnings
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from hepexp.models.attention import SetTransformer
+from hepexp.nn.attention import SetTransformer
 
 #: (input features, SetTransformer sizes): the published models, and the default of train.py
 #: (direction features, geometric attention, gated FFN)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hepexp.models.attention import (
+from hepexp.nn.attention import (
     AttentionContext,
     Packing,
     SetTransformer,

@@ -11,10 +11,10 @@ import torch
 from torch.optim.lr_scheduler import OneCycleLR
 from torch.utils.data import DataLoader, TensorDataset
 
+from hepexp.checkpoint import CHECKPOINT_KEY
 from hepexp.errors import ConfigError
 from hepexp.models.base import HEPModule
 from hepexp.models.schedules import TimedOneCycleLR
-from hepexp.run.common import CHECKPOINT_KEY
 from hepexp.run.evaluate import evaluation_trainer
 
 

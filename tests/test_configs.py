@@ -9,8 +9,9 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from hepexp.checkpoint import build_model
 from hepexp.errors import ConfigError
-from hepexp.run.common import build_model, check_pairing, valid_pairs
+from hepexp.run.common import check_pairing, valid_pairs
 from hepexp.run.train import _instantiate_dict
 
 from .conftest import CONF_DIR, compose_config

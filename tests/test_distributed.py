@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from hepexp.run.common import load_checkpoint
+from hepexp.checkpoint import load_checkpoint
 from hepexp.run.resolvers import process_rank
 
 from .conftest import ROOT, TINY_DATA, compose_config, require_module

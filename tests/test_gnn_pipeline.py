@@ -10,10 +10,11 @@ import pandas as pd
 import pytest
 import torch
 
+from hepexp.checkpoint import build_model
 from hepexp.data.trackml.io import load_event
 from hepexp.errors import ConfigError
 from hepexp.metrics.trackml import score_event
-from hepexp.run.common import build_model, model_from_checkpoint
+from hepexp.run.common import model_from_checkpoint
 
 from .conftest import ONE_THREAD, run_entrypoint
 

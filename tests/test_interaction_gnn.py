@@ -7,7 +7,7 @@ import torch
 
 from hepexp.errors import ConfigError
 from hepexp.models.interaction_gnn import EdgeFilter, InteractionGNN, InteractionGNNTracker
-from hepexp.models.scatter import scatter_count, scatter_max, scatter_sum
+from hepexp.nn.scatter import scatter_count, scatter_max, scatter_sum
 
 
 def _loop_reference(src: torch.Tensor, index: torch.Tensor, n: int, op: str) -> torch.Tensor:

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from hepexp.checkpoint import build_model
 from hepexp.errors import ConfigError
 from hepexp.models.jet_ae import JetAutoencoder
-from hepexp.run.common import build_model
 
 from .conftest import compose_config
 
@@ -103,7 +103,7 @@ def test_config_mistakes_are_config_errors() -> None:
     with pytest.raises(ConfigError, match="loss_weights needs 4 non-negative numbers"):
         JetAutoencoder(transforms=TRANSFORMS, loss_weights=[1.0, 1.0])
     # the same kind of mistake in another model's settings: the same error class
-    from hepexp.models.attention import AttentionContext
+    from hepexp.nn.attention import AttentionContext
 
     with pytest.raises(ConfigError, match="attention layout must be 'padded' or 'packed'"):
         AttentionContext(torch.ones(2, 3, dtype=torch.bool), layout="ragged")

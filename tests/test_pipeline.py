@@ -10,12 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from hepexp.run.common import (
-    build_datamodule,
-    load_checkpoint,
-    model_from_checkpoint,
-    valid_pairs,
-)
+from hepexp.checkpoint import build_datamodule, load_checkpoint
+from hepexp.run.common import model_from_checkpoint, valid_pairs
 from hepexp.run.train import train
 
 from .conftest import ONE_THREAD, TINY_DATA, compose_config, run_dirs, run_entrypoint

@@ -15,8 +15,9 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+from hepexp.checkpoint import build_datamodule, build_model
 from hepexp.models.interaction_gnn import InteractionGNN
-from hepexp.run.common import build_datamodule, build_model, check_pairing
+from hepexp.run.common import check_pairing
 
 from .conftest import TINY_DATA, compose_config
 

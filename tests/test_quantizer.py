@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from hepexp.models.quantizer import CodeUsage, VectorQuantizer, kmeans, nearest_code, usage_stats
+from hepexp.nn.quantizer import CodeUsage, VectorQuantizer, kmeans, nearest_code, usage_stats
 
 
 def _quantizer(codebook: list[list[float]], **kwargs) -> VectorQuantizer:

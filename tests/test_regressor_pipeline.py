@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from hepexp.run.common import load_checkpoint
+from hepexp.checkpoint import load_checkpoint
 
 from .conftest import ONE_THREAD, SHARED, require, run_entrypoint
 

@@ -22,8 +22,8 @@ from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
+from hepexp.checkpoint import build_model
 from hepexp.errors import ConfigError
-from hepexp.run.common import build_model
 from hepexp.sweep.space import parse_search_space
 from hepexp.sweep.study import (
     WORKER_ATTR,

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from hepexp.checkpoint import build_datamodule
 from hepexp.errors import ConfigError
-from hepexp.run.common import build_datamodule, check_pairing
+from hepexp.run.common import check_pairing
 from hepexp.run.train import duration_string, fit_into_budget, seconds_of
 
 from .conftest import TINY_DATA, compose_config, run_entrypoint

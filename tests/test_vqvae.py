@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 import torch
 
+from hepexp.checkpoint import CHECKPOINT_KEY
 from hepexp.data.trackml.io import load_event
 from hepexp.errors import DataError
 from hepexp.metrics import vqvae as vqm
 from hepexp.models.vqvae import HitVQVAE, TrackVQVAE, hit_features, read_tokens, write_parquet
-from hepexp.run.common import CHECKPOINT_KEY
 from hepexp.run.convert import convert
 from hepexp.run.evaluate import evaluate
 from hepexp.run.train import train

@@ -13,8 +13,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from hepexp.checkpoint import load_checkpoint
 from hepexp.errors import ConfigError
-from hepexp.run.common import load_checkpoint
 from hepexp.run.wandb_logging import log_evaluation_to_wandb
 from hepexp.utils.io import write_json
 

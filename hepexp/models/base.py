@@ -65,7 +65,7 @@ class HEPModule(pl.LightningModule):
 
     def load_weights(self, path: str | Path) -> None:
         """Load every weight and buffer from a checkpoint of this model (weights only)."""
-        from hepexp.run.common import load_checkpoint
+        from hepexp.checkpoint import load_checkpoint
 
         try:
             self.load_state_dict(load_checkpoint(path)["state_dict"])
@@ -124,7 +124,7 @@ class HEPModule(pl.LightningModule):
                 f"{type(self).__name__} needs the settings of its training data: load it with "
                 "hepexp.load_model(ckpt_path), or pass datamodule="
             )
-        from hepexp.run.common import build_datamodule
+        from hepexp.checkpoint import build_datamodule
 
         return build_datamodule(self.run_config.data, self.view)
 

@@ -46,8 +46,8 @@ from hepexp.data.trackml.datamodule import model_inputs
 from hepexp.data.trackml.io import write_atomic_csv
 from hepexp.errors import ConfigError
 from hepexp.models.base import HEPModule
-from hepexp.models.blocks import mlp
-from hepexp.models.scatter import scatter_max, scatter_sum
+from hepexp.nn.blocks import mlp
+from hepexp.nn.scatter import scatter_max, scatter_sum
 from hepexp.reco import track_building
 from hepexp.reco.evaluation import TrackingEvaluation
 from hepexp.reco.graph_building import (

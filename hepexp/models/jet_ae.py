@@ -22,7 +22,7 @@ from hepexp.data.transforms import FeatureTransform
 from hepexp.errors import ConfigError, DataError
 from hepexp.metrics.jets import residual_metrics
 from hepexp.models.base import HEPModule
-from hepexp.models.blocks import mlp
+from hepexp.nn.blocks import mlp
 
 if TYPE_CHECKING:
     from hepexp.data.jets import JetDataModule

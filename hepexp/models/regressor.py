@@ -5,7 +5,7 @@ every hit (x, y, z) to the parameters of the particle that left it (theta, sin p
 q); HDBSCAN then groups hits with similar predictions into tracks. Unlike the original, whose
 flash path could only train one event per step, batches of events train together: padded with
 a key mask (fused SDPA kernels) or packed into one sequence with a block-diagonal mask
-(FlexAttention), see :mod:`hepexp.models.attention`.
+(FlexAttention), see :mod:`hepexp.nn.attention`.
 
 The HDBSCAN parameters are picked at the end of training by a scan of min_cluster_size x
 min_samples on validation events (:meth:`TransformerRegressor.scan_clustering`); the choice is
@@ -34,8 +34,8 @@ from hepexp.data.trackml.io import load_event
 from hepexp.errors import ConfigError
 from hepexp.metrics.stats import summarize
 from hepexp.metrics.trackml import score_event
-from hepexp.models.attention import SetTransformer
 from hepexp.models.base import HEPModule
+from hepexp.nn.attention import SetTransformer
 from hepexp.reco.clustering import (
     best_parameters,
     cluster_events,
@@ -85,7 +85,7 @@ class TransformerRegressor(HEPModule):
             absolute values).
         geometric_attention: every attention head also scores pairs of hits by the similarity
             of their directions from the origin (azimuthal and polar unit vectors), with a
-            learnable gain per head (see :class:`hepexp.models.attention.SelfAttention`): hits
+            learnable gain per head (see :class:`hepexp.nn.attention.SelfAttention`): hits
             of one track attend to each other from the first step on. ``"azimuth"``: the
             azimuthal unit vectors only (the polar direction from the origin differs along a
             track from a displaced vertex).

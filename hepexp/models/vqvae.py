@@ -1,7 +1,7 @@
 """model=vqvae_cond and model=vqvae_uncond: VQ-VAE tokenizers of TrackML hits.
 
 Both turn hit positions (x, y, z / ``coord_scale``) into integer tokens from a codebook (see
-:mod:`hepexp.models.quantizer`) and back into positions.
+:mod:`hepexp.nn.quantizer`) and back into positions.
 
 - :class:`HitVQVAE` (``vqvae_uncond``, view ``hits``): per-hit MLP encoder and decoder; a hit
   always maps to the same token, whatever track it is on.
@@ -37,8 +37,8 @@ from hepexp.data.trackml.subevents import SubEvent, select
 from hepexp.errors import ConfigError, DataError
 from hepexp.metrics import vqvae as vqm
 from hepexp.models.base import HEPModule
-from hepexp.models.blocks import mlp
-from hepexp.models.quantizer import CodeUsage, VectorQuantizer, usage_stats
+from hepexp.nn.blocks import mlp
+from hepexp.nn.quantizer import CodeUsage, VectorQuantizer, usage_stats
 from hepexp.utils.io import atomic_path, write_json
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ class VQVAE(HEPModule):
     """What both tokenizers share; subclasses define the networks and the batch layout.
 
     Args:
-        quantizer: arguments of :class:`~hepexp.models.quantizer.VectorQuantizer`.
+        quantizer: arguments of :class:`~hepexp.nn.quantizer.VectorQuantizer`.
         coord_scale: mm per model unit (``${data.coord_scale}``), to report errors in mm.
         recon_loss: ``mse`` (squared error of scaled positions, the original), ``distance``
             (Euclidean distance) or ``huber`` (smooth L1 per coordinate, ``huber_delta``).

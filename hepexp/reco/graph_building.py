@@ -371,7 +371,7 @@ class MetricLearningGraph(nn.Module):
         activation: str = "silu",
     ) -> None:
         super().__init__()
-        from hepexp.models.blocks import mlp
+        from hepexp.nn.blocks import mlp
 
         self.knn = knn
         self.net = mlp(

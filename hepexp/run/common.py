@@ -1,4 +1,5 @@
-"""What the three tasks share: pairing checks, checkpoint I/O, building objects from config."""
+"""What the three tasks share: pairing checks, overrides of stored configs, models from
+checkpoints (checkpoint I/O and building objects live in :mod:`hepexp.checkpoint`)."""
 
 from __future__ import annotations
 
@@ -8,18 +9,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import get_class, instantiate
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-from hepexp.errors import ConfigError, DataError
+from hepexp.checkpoint import CHECKPOINT_KEY, build_model, load_checkpoint
+from hepexp.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 #: the config tree, shipped inside the package (Hydra finds it as ``pkg://hepexp.conf``)
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-CHECKPOINT_KEY = "hepexp"
 
 
 def _class_attr(target: str, attr: str) -> Any:
@@ -71,35 +71,11 @@ def check_pairing(cfg: DictConfig) -> str:
     return view
 
 
-def build_datamodule(data_cfg: DictConfig, view: str):
-    """The data source of ``data_cfg`` serving ``view``."""
-    return instantiate(data_cfg, view=view, _convert_="all")
-
-
-def build_model(model_cfg: DictConfig):
-    """The model of ``model_cfg`` (plain containers; optimizer/scheduler as partials)."""
-    return instantiate(model_cfg, _convert_="all")
-
-
 def plain_config(cfg: DictConfig) -> dict:
     """The resolved config as plain dicts/lists/scalars (safe for ``weights_only`` loading)."""
     container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
     container.pop("hydra", None)
     return container
-
-
-def load_checkpoint(path: str | Path) -> dict:
-    """Load a hepexp checkpoint safely (``weights_only=True``: no code runs while loading)."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(path, None, "checkpoint not found")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise DataError(path, None, f"cannot load as a weights-only checkpoint: {err}") from err
-    if CHECKPOINT_KEY not in checkpoint or "config" not in checkpoint[CHECKPOINT_KEY]:
-        raise DataError(path, CHECKPOINT_KEY, "not a hepexp checkpoint (no stored config)")
-    return checkpoint
 
 
 #: the groups of a checkpoint's config that evaluate.py and convert.py take overrides of

@@ -7,12 +7,8 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from hepexp.run.common import (
-    build_datamodule,
-    checkpoint_overrides,
-    log,
-    model_from_checkpoint,
-)
+from hepexp.checkpoint import build_datamodule
+from hepexp.run.common import checkpoint_overrides, log, model_from_checkpoint
 from hepexp.utils.io import write_json
 
 

@@ -8,14 +8,9 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
 
+from hepexp.checkpoint import build_datamodule
 from hepexp.plotting import label_plots_for_source
-from hepexp.run.common import (
-    build_datamodule,
-    checkpoint_overrides,
-    format_metrics,
-    log,
-    model_from_checkpoint,
-)
+from hepexp.run.common import checkpoint_overrides, format_metrics, log, model_from_checkpoint
 from hepexp.run.wandb_logging import log_evaluation_to_wandb
 from hepexp.utils.io import write_json
 

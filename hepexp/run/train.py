@@ -17,19 +17,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hepexp import __version__
+from hepexp.checkpoint import CHECKPOINT_KEY, build_datamodule, build_model, load_checkpoint
 from hepexp.errors import ConfigError
 from hepexp.loggers import finish_wandb
 from hepexp.plotting import label_plots_for_source
-from hepexp.run.common import (
-    CHECKPOINT_KEY,
-    build_datamodule,
-    build_model,
-    check_pairing,
-    format_metrics,
-    load_checkpoint,
-    log,
-    plain_config,
-)
+from hepexp.run.common import check_pairing, format_metrics, log, plain_config
 from hepexp.run.resolvers import process_rank
 from hepexp.run.wandb_logging import log_evaluation_to_loggers, wandb_run_info
 from hepexp.sweep.trial import OptunaPruning, active_trial, label_loggers, trial_summary

@@ -16,9 +16,10 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig
 from pytorch_lightning.loggers import WandbLogger
 
+from hepexp.checkpoint import CHECKPOINT_KEY, load_checkpoint
 from hepexp.errors import ConfigError
 from hepexp.loggers import wandb_offline
-from hepexp.run.common import CHECKPOINT_KEY, load_checkpoint, log
+from hepexp.run.common import log
 
 #: values of ``wandb.mode`` in evaluate.yaml
 MODES = ("resume", "new", "off")
